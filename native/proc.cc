@@ -1,0 +1,127 @@
+// /proc/<pid>/stat and /proc/<pid>/environ parsing (used by the guard to walk the process
+// tree and read exec-time environments). Both files are small, so these calls are sync.
+#include <errno.h>
+#include <stdlib.h>
+
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "common.h"
+
+namespace tine {
+namespace {
+
+std::string ProcFile(const Napi::CallbackInfo& info, const char* leaf) {
+  int pid = PidArg(info, 0, "pid");
+  std::string root = OptionalPathArg(info, 1, "procRoot", "/proc");
+  return root + "/" + std::to_string(pid) + "/" + leaf;
+}
+
+std::string ReadOrThrow(Napi::Env env, const std::string& path) {
+  std::string data, syscall;
+  if (int err = ReadWholeFile(path, data, syscall)) {
+    SysError e;
+    e.set(err, syscall, path);
+    throw MakeSystemError(env, e);
+  }
+  return data;
+}
+
+[[noreturn]] void Malformed(Napi::Env env, const std::string& path) {
+  SysError e;
+  e.set(EINVAL, "read", path);
+  throw MakeSystemError(env, e);
+}
+
+// Parses a decimal number that must span the whole token.
+bool ParseNumber(const std::string& s, double& out) {
+  if (s.empty()) return false;
+  char* end = nullptr;
+  errno = 0;
+  long long v = strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0') return false;
+  out = static_cast<double>(v);
+  return true;
+}
+
+Napi::Value JsProcStat(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ProcFile(info, "stat");
+  std::string data = ReadOrThrow(env, path);
+
+  // "pid (comm) state ppid ...": comm may contain spaces and parentheses (it is chosen by
+  // the process), so it ends at the LAST ')', never the first.
+  size_t open = data.find('(');
+  size_t close = data.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open)
+    Malformed(env, path);
+  double pid;
+  std::string pidText = data.substr(0, open);
+  while (!pidText.empty() && pidText.back() == ' ') pidText.pop_back();
+  if (!ParseNumber(pidText, pid)) Malformed(env, path);
+  std::string comm = data.substr(open + 1, close - open - 1);
+
+  // Fields after ')' start at field 3 (state).
+  std::vector<std::string> fields;
+  size_t i = close + 1;
+  while (i < data.size()) {
+    while (i < data.size() && (data[i] == ' ' || data[i] == '\n')) i++;
+    size_t j = i;
+    while (j < data.size() && data[j] != ' ' && data[j] != '\n') j++;
+    if (j > i) fields.push_back(data.substr(i, j - i));
+    i = j;
+  }
+  constexpr size_t kState = 3 - 3, kPpid = 4 - 3, kStartTime = 22 - 3;
+  double ppid, starttime;
+  if (fields.size() <= kStartTime || !ParseNumber(fields[kPpid], ppid) ||
+      !ParseNumber(fields[kStartTime], starttime))
+    Malformed(env, path);
+
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("pid", pid);
+  r.Set("comm", Napi::String::New(env, comm));
+  r.Set("state", fields[kState]);
+  r.Set("ppid", ppid);
+  r.Set("starttime", starttime);  // clock ticks since boot; < 2^53 in practice
+  return r;
+}
+
+Napi::Value JsProcEnviron(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = ProcFile(info, "environ");
+  std::string data = ReadOrThrow(env, path);
+
+  Napi::Object r = Napi::Object::New(env);
+  std::unordered_set<std::string> seen;
+  size_t i = 0;
+  while (i < data.size()) {
+    size_t end = data.find('\0', i);
+    if (end == std::string::npos) end = data.size();
+    size_t eq = data.find('=', i);
+    // Entries without '=' (or with an empty name) are ignored; on duplicates the first
+    // wins, as getenv() would.
+    if (eq != std::string::npos && eq < end && eq > i) {
+      std::string key = data.substr(i, eq - i);
+      if (seen.insert(key).second) {
+        // Define, not Set: the environment is untrusted, and Set("__proto__", …) would hit
+        // the Object.prototype setter instead of creating a property.
+        r.DefineProperty(Napi::PropertyDescriptor::Value(
+            Napi::String::New(env, key), Napi::String::New(env, data.substr(eq + 1, end - eq - 1)),
+            static_cast<napi_property_attributes>(napi_writable | napi_enumerable |
+                                                  napi_configurable)));
+      }
+    }
+    i = end + 1;
+  }
+  return r;
+}
+
+}  // namespace
+
+void InitProc(Napi::Env env, Napi::Object exports) {
+  exports.Set("procStat", Napi::Function::New(env, JsProcStat, "procStat"));
+  exports.Set("procEnviron", Napi::Function::New(env, JsProcEnviron, "procEnviron"));
+}
+
+}  // namespace tine

@@ -1,0 +1,72 @@
+// tine-host's entry: argv → command → execute → envelope on stdout, exit code of the contract.
+import { createInterface } from 'node:readline/promises';
+import { buildProgram, isCommanderExit, type GlobalOptions } from './tree.js';
+import { execute, type Envelope } from '../commands/execute.js';
+import { findCommand } from '../commands/registry.js';
+import { renderStep, renderTotal, renderError } from './render.js';
+import type { Actor, Caller } from '../ops/context.js';
+import { EXIT } from '../errors.js';
+
+const ttyCaller: Caller = {
+  interactive: true,
+  async confirm(question: string) {
+    const rl = createInterface({ input: process.stdin, output: process.stdout });
+    try {
+      const answer = await rl.question(question);
+      const expected = /Type "([^"]+)"/.exec(question)?.[1];
+      return expected ? answer.trim() === expected : /^y(es)?$/i.test(answer.trim());
+    } finally {
+      rl.close();
+    }
+  },
+};
+
+export function outputMode(g: GlobalOptions): 'json' | 'text' {
+  return g.output ?? (process.stdout.isTTY ? 'text' : 'json');
+}
+
+export function printEnvelope(env: Envelope, mode: 'json' | 'text', human?: (d: unknown) => string): void {
+  const tty = Boolean(process.stdout.isTTY);
+  if (mode === 'json') {
+    process.stdout.write(JSON.stringify(env) + '\n');
+    return;
+  }
+  for (const w of env.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
+  if (env.ok) {
+    if (env.steps?.length) process.stdout.write(renderTotal(env.ms ?? 0, tty) + '\n');
+    if (human) process.stdout.write(human(env.data) + '\n');
+    else process.stdout.write(JSON.stringify(env.data, null, 2) + '\n');
+  } else {
+    process.stderr.write(renderError(env, Boolean(process.stderr.isTTY)) + '\n');
+  }
+}
+
+export async function hostMain(argv: string[], actor: Actor): Promise<number> {
+  process.umask(0o077);
+  let exitCode: number = EXIT.ok;
+  const program = buildProgram('tine-host', async (name, input, globals) => {
+    const mode = outputMode(globals);
+    const caller: Caller = process.stdin.isTTY && process.stdout.isTTY ? ttyCaller : { interactive: false, confirm: async () => false };
+    const tty = Boolean(process.stdout.isTTY);
+    const { envelope, exitCode: code } = await execute(name, input, {
+      actor,
+      caller,
+      onStep: mode === 'text' ? (s) => process.stdout.write(renderStep(s, tty) + '\n') : undefined,
+    });
+    printEnvelope(envelope, mode, findCommand(name)?.human);
+    exitCode = code;
+  });
+  try {
+    await program.parseAsync(argv, { from: 'node' });
+  } catch (err) {
+    if (isCommanderExit(err)) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return 0;
+      const message = err.message.replace(/^error: /, '');
+      const env: Envelope = { ok: false, command: argv.slice(2).filter((a) => !a.startsWith('-')).slice(0, 2).join(' '), error: { code: 'USAGE', message, next: [{ description: 'See the usage', run: 'tine --help' }] } };
+      printEnvelope(env, process.stdout.isTTY && !argv.includes('json') ? 'text' : 'json');
+      return EXIT.usage;
+    }
+    throw err;
+  }
+  return exitCode;
+}

@@ -1,0 +1,42 @@
+// A command of the contract, as data: its input schema (validated once, at the edge), the
+// repository it targets (for the guard), and the one operation that implements it.
+import { z } from 'zod';
+import type { OpContext } from '../ops/context.js';
+import type { Ref } from '../repo/ref.js';
+import { parseRef, checkLabel } from '../repo/ref.js';
+import { TineError } from '../errors.js';
+
+export interface CommandSpec<I = any> {
+  /** Contract name, e.g. "repo fork". */
+  name: string;
+  input: z.ZodType<I>;
+  /** The repository the command acts on (the guard decides on grand vs fork). */
+  target?: (input: I) => Ref | undefined;
+  /** Needs the datastore and the state database (everything but setup and client-only commands). */
+  needsHost: boolean;
+  run: (ctx: OpContext, input: I) => Promise<unknown> | unknown;
+  human?: (data: any) => string;
+}
+
+/** A zod string parsed into a Ref; a bad ref becomes an issue naming the field. */
+export const refField = z.string({ error: 'is required' }).transform((value, zctx) => {
+  try {
+    return parseRef(value);
+  } catch (err) {
+    zctx.addIssue({ code: 'custom', message: stripField((err as TineError).message) });
+    return z.NEVER;
+  }
+});
+
+export const labelField = z.string({ error: 'is required' }).transform((value, zctx) => {
+  try {
+    return checkLabel('x', value);
+  } catch (err) {
+    zctx.addIssue({ code: 'custom', message: stripField((err as TineError).message) });
+    return z.NEVER;
+  }
+});
+
+function stripField(message: string): string {
+  return message.replace(/^[^:]*: /, '');
+}

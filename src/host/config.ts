@@ -1,0 +1,88 @@
+// One host config names every host path, so tests and a second install on the same
+// machine use their own locations. File: $TINE_HOST_CONFIG or /etc/tine/host.json.
+import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
+import { dirname, isAbsolute, join } from 'node:path';
+import { z } from 'zod';
+import { TineError, EXIT } from '../errors.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/tine/host.json';
+
+const absolutePath = z.string().refine(isAbsolute, 'must be an absolute path');
+
+export const hostConfigSchema = z.object({
+  /** The btrfs filesystem (or directory on one) that holds repositories. */
+  datastore: absolutePath.default('/mnt/tine'),
+  /** The embedded default pool: a sparse file, loop-mounted at `datastore`. null = datastore is the operator's own. */
+  pool: z
+    .object({ file: absolutePath, size: z.string().regex(/^\d+[KMGT]?$/, 'a size like 20G') })
+    .nullable()
+    .default({ file: '/var/lib/tine/pool.img', size: '20G' }),
+  stateDir: absolutePath.default('/var/lib/tine'),
+  runDir: absolutePath.default('/run/tine'),
+  sandboxUser: z.string().regex(/^[a-z_][a-z0-9_-]*$/).default('tine'),
+  sandboxUid: z.number().int().min(1000).max(65533).default(7111),
+  /** Landlock is the sandbox's second layer; only an operator may turn it off, here. */
+  landlock: z.enum(['required', 'off']).default('required'),
+});
+
+export type HostConfig = z.infer<typeof hostConfigSchema>;
+
+export function hostConfigPath(): string {
+  return process.env.TINE_HOST_CONFIG || DEFAULT_CONFIG_PATH;
+}
+
+export interface LoadedHostConfig extends HostConfig {
+  /** Where it was read from, and whether that file exists yet (setup writes it). */
+  configPath: string;
+  configExists: boolean;
+}
+
+let cached: LoadedHostConfig | undefined;
+
+export function loadHostConfig(): LoadedHostConfig {
+  if (cached) return cached;
+  const configPath = hostConfigPath();
+  let raw: unknown = {};
+  let configExists = false;
+  try {
+    raw = JSON.parse(readFileSync(configPath, 'utf8'));
+    configExists = true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT') {
+      throw new TineError('HOST_CONFIG_INVALID', EXIT.failure, `host config ${configPath}: ${(err as Error).message}`, {
+        next: [{ description: 'Fix or remove the host config, then run setup again', run: 'tine setup' }],
+      });
+    }
+  }
+  const parsed = hostConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.join('.') || '(root)';
+    throw new TineError('HOST_CONFIG_INVALID', EXIT.failure, `host config ${configPath}: field ${field}: ${issue.message}`, {
+      field,
+      next: [{ description: `Correct "${field}" in ${configPath}` }],
+    });
+  }
+  cached = { ...parsed.data, configPath, configExists };
+  return cached;
+}
+
+/** Persist the config atomically (write + rename) and refresh the cache. */
+export function saveHostConfig(config: HostConfig): LoadedHostConfig {
+  const configPath = hostConfigPath();
+  mkdirSync(dirname(configPath), { recursive: true, mode: 0o755 });
+  const tmp = `${configPath}.tmp-${process.pid}`;
+  const { datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock } = config;
+  writeFileSync(tmp, JSON.stringify({ datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock }, null, 2) + '\n', { mode: 0o644 });
+  renameSync(tmp, configPath);
+  cached = { ...config, configPath, configExists: true };
+  return cached;
+}
+
+export function resetHostConfigCache(): void {
+  cached = undefined;
+}
+
+export const reposDir = (c: HostConfig) => join(c.datastore, 'repos');
+export const stateDbPath = (c: HostConfig) => join(c.stateDir, 'state.db');
