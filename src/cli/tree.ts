@@ -7,6 +7,8 @@ export interface GlobalOptions {
   machine?: string;
 }
 
+export type Go = (name: string, input: Record<string, unknown>) => Promise<void>;
+
 export type CommandHandler = (name: string, input: Record<string, unknown>, globals: GlobalOptions) => Promise<void>;
 
 /** Drop options the user did not give, so the schema sees only what was said. */
@@ -23,7 +25,7 @@ export function buildProgram(binName: string, handler: CommandHandler): Command 
     .exitOverride();
 
   const globals = (): GlobalOptions => program.opts() as GlobalOptions;
-  const go = (name: string, input: Record<string, unknown>) => handler(name, defined(input), globals());
+  const go: Go = (name, input) => handler(name, defined(input), globals());
 
   program
     .command('setup')
@@ -50,6 +52,8 @@ export function buildProgram(binName: string, handler: CommandHandler): Command 
     .description('fork a repository by copy-on-write')
     .requiredOption('--tag <tag>', 'the fork\'s tag (lowercase RFC-1123 label)')
     .action((ref: string, o: { tag: string }) => go('repo fork', { ref, tag: o.tag }));
+
+  // Features add their subcommands here, one call each: addXxxCli(program, repo, go).
 
   // Same error behaviour on every level: throw, let the caller render exit 2.
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];

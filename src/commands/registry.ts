@@ -59,7 +59,12 @@ const repoDelete: CommandSpec<{ ref: ReturnType<typeof refField.parse>; yes: boo
   human: (d: { ref: string }) => `Deleted ${d.ref}`,
 };
 
-export const commands: CommandSpec[] = [setup, repoCreate, repoFork, repoList, repoInfoSpec, repoDelete];
+const coreCommands: CommandSpec[] = [setup, repoCreate, repoFork, repoList, repoInfoSpec, repoDelete];
+
+// Each feature contributes its own array of specs (one import + one entry here).
+export const commands: CommandSpec[] = [
+  ...coreCommands,
+];
 
 export function findCommand(name: string): CommandSpec | undefined {
   return commands.find((c) => c.name === name);
