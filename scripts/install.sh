@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install everything tine-host needs on a Debian/Ubuntu host, build it, and put `tine` and
+# `tine-host` on PATH. Idempotent. Run as root from a checkout:  sudo scripts/install.sh
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+
+if [ "$(id -u)" != 0 ]; then echo "install.sh: run as root (sudo scripts/install.sh)" >&2; exit 7; fi
+
+# Debian packages: btrfs tools, loop/mount, Docker for per-repository daemons, sshd for the
+# remote client, busybox for offline test images, the native build toolchain.
+PKGS=(btrfs-progs util-linux mount e2fsprogs docker.io openssh-server openssh-client busybox-static
+      iproute2 nftables curl ca-certificates python3 make g++ git sqlite3 acl)
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ! command -v node >/dev/null 2>&1; then missing+=(nodejs npm); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "install.sh: tine needs Node.js >= 20 (found $(node --version)); install a newer nodejs package and run again" >&2
+  exit 7
+fi
+
+# npm ci only when the installed tree does not match the lock file.
+if [ ! -f node_modules/.package-lock.json ] || ! cmp -s <(node -p 'JSON.stringify(require("./package-lock.json").packages)') \
+     <(node -p 'JSON.stringify(Object.fromEntries(Object.entries(require("./node_modules/.package-lock.json").packages)))') 2>/dev/null; then
+  npm ci --no-audit --no-fund
+fi
+npm run build --silent
+
+for bin in tine tine-host; do
+  cat > "/usr/local/bin/$bin" <<WRAP
+#!/bin/sh
+exec node "$PWD/dist/src/bin/$bin.js" "\$@"
+WRAP
+  chmod 755 "/usr/local/bin/$bin"
+done
+echo "install.sh: tine and tine-host installed in /usr/local/bin (from $PWD)"
