@@ -48,8 +48,8 @@ function tineJson(bin: string, args: string[]) {
   const t0 = now();
   const r = spawnSync(process.execPath, [bin, ...args, '-o', 'json'], { env, encoding: 'utf8' });
   const ms = now() - t0;
+  if (r.status !== 0) throw new Error(`${args.join(' ')} (exit ${r.status}): ${r.stdout}${r.stderr}`);
   const json = JSON.parse(r.stdout.trim().split('\n').pop()!);
-  if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stdout}${r.stderr}`);
   return { ms, json };
 }
 
