@@ -27,6 +27,18 @@
           }
         }]
       ]
+    },
+    {
+      "target_name": "tine-sandbox",
+      "conditions": [
+        ["OS=='linux'", {
+          "type": "executable",
+          "sources": ["native/sandbox/tine-sandbox.c"],
+          "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"]
+        }, {
+          "type": "none"
+        }]
+      ]
     }
   ]
 }

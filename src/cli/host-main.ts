@@ -6,6 +6,7 @@ import { findCommand } from '../commands/registry.js';
 import { renderStep, renderTotal, renderError } from './render.js';
 import type { Actor, Caller } from '../ops/context.js';
 import { EXIT } from '../errors.js';
+import { runRpc, type RpcOptions } from '../rpc/server.js';
 
 const ttyCaller: Caller = {
   interactive: true,
@@ -45,14 +46,24 @@ export async function hostMain(argv: string[], actor: Actor): Promise<number> {
   process.umask(0o077);
   let exitCode: number = EXIT.ok;
   const program = buildProgram('tine-host', async (name, input, globals) => {
+    if (name === 'rpc') {
+      exitCode = await runRpc(input as RpcOptions, actor);
+      return;
+    }
     const mode = outputMode(globals);
     const caller: Caller = process.stdin.isTTY && process.stdout.isTTY ? ttyCaller : { interactive: false, confirm: async () => false };
     const tty = Boolean(process.stdout.isTTY);
+    // repo exec/connect: stdout belongs to the command; only a refusal gets the envelope.
+    const passthrough = Boolean(findCommand(name)?.passthrough);
     const { envelope, exitCode: code } = await execute(name, input, {
       actor,
       caller,
-      onStep: mode === 'text' ? (s) => process.stdout.write(renderStep(s, tty) + '\n') : undefined,
+      onStep: mode === 'text' && !passthrough ? (s) => process.stdout.write(renderStep(s, tty) + '\n') : undefined,
     });
+    if (passthrough && envelope.ok) {
+      exitCode = (envelope.data as { exitCode: number }).exitCode;
+      return;
+    }
     printEnvelope(envelope, mode, findCommand(name)?.human);
     exitCode = code;
   });

@@ -1,10 +1,17 @@
 // The command tree of the contract, shared by `tine` and `tine-host`. It only turns argv
 // into (command name, raw input); validation happens once, in the command pipeline.
 import { Command, CommanderError, Option } from 'commander';
+import { addClientCli } from '../client/cli.js';
+import { addSecretCli } from '../secrets/cli.js';
+import { addSandboxCli } from '../sandbox/commands.js';
+import { addLifecycleCli } from '../lifecycle/commands.js';
+import { addAuditCli } from '../audit/cli.js';
 
 export interface GlobalOptions {
   output?: 'json' | 'text';
   machine?: string;
+  /** Hidden: `agent` holds the command to the agent policy (it can never lower the actor). */
+  role?: 'agent';
 }
 
 export type Go = (name: string, input: Record<string, unknown>) => Promise<void>;
@@ -21,6 +28,7 @@ export function buildProgram(binName: string, handler: CommandHandler): Command 
     .description('tine: production repositories agents cannot touch; millisecond forks they can')
     .addOption(new Option('-o, --output <format>', 'output format (default: text on a terminal, json otherwise)').choices(['json', 'text']))
     .option('-m, --machine <name>', 'run the command on that machine over SSH')
+    .addOption(new Option('--role <role>', 'hold this command to the agent policy').choices(['agent']).hideHelp())
     .showSuggestionAfterError(true)
     .exitOverride();
 
@@ -54,6 +62,11 @@ export function buildProgram(binName: string, handler: CommandHandler): Command 
     .action((ref: string, o: { tag: string }) => go('repo fork', { ref, tag: o.tag }));
 
   // Features add their subcommands here, one call each: addXxxCli(program, repo, go).
+  addClientCli(program, repo, go);
+  addSecretCli(program, repo, go);
+  addSandboxCli(program, repo, go);
+  addLifecycleCli(program, repo, go);
+  addAuditCli(program, repo, go);
 
   // Same error behaviour on every level: throw, let the caller render exit 2.
   const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];

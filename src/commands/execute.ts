@@ -10,6 +10,7 @@ import type { StoreDriver } from '../store/driver.js';
 import { Timeline, type StepListener, type StepRecord } from '../ops/timeline.js';
 import type { Actor, Caller, OpContext } from '../ops/context.js';
 import { repairDeadIntents } from '../repo/intents.js';
+import { repairLifecycle } from '../lifecycle/operations.js';
 import { findCommand } from './registry.js';
 import type { CommandSpec } from './spec.js';
 import { TineError, EXIT, toTineError, unsupported, type NextStep } from '../errors.js';
@@ -92,6 +93,10 @@ export async function execute(name: string, raw: unknown, opts: ExecuteOptions):
       }
       const { attached } = attachDatastore(config);
       if (attached) timeline.record('reattach', `Re-attached pool ${config.pool?.file} at ${config.datastore}`, 0);
+      // Orphan daemons first: a rollback must not destroy a subvolume a daemon still uses.
+      for (const r of await repairLifecycle(ctx)) {
+        warnings.push(`repaired an interrupted lifecycle operation of ${r.ref ?? `network id ${r.networkId}`}: ${r.outcome.replace(/_/g, ' ')}`);
+      }
       for (const r of await repairDeadIntents(ctx.db, ctx.store)) {
         warnings.push(`repaired an interrupted ${r.op} of ${r.repoGuid}: ${r.outcome.replace('_', ' ')}`);
       }

@@ -7,6 +7,11 @@ import { createRepo, forkRepo, listRepos, repoInfo, deleteRepo } from '../repo/o
 import type { RepoRecord } from '../repo/registry.js';
 import { renderRecord, renderList, renderSetup } from '../cli/render.js';
 import { setupHost, type SetupResult } from '../host/setup.js';
+import { secretCommands } from '../secrets/commands.js';
+import { sandboxCommands } from '../sandbox/commands.js';
+import { lifecycleCommands } from '../lifecycle/commands.js';
+import { auditCommands } from '../audit/commands.js';
+import { forkAndUp } from '../lifecycle/operations.js';
 
 const setup: CommandSpec<{ datastore?: string; size?: string }> = {
   name: 'setup',
@@ -24,12 +29,12 @@ const repoCreate: CommandSpec<{ name: ReturnType<typeof refField.parse>; from?: 
   human: (d: RepoRecord) => renderRecord(d),
 };
 
-const repoFork: CommandSpec<{ ref: ReturnType<typeof refField.parse>; tag: string }> = {
+const repoFork: CommandSpec<{ ref: ReturnType<typeof refField.parse>; tag: string; up: boolean }> = {
   name: 'repo fork',
-  input: z.object({ ref: refField, tag: labelField }).strict(),
+  input: z.object({ ref: refField, tag: labelField, up: z.boolean().default(false) }).strict(),
   target: (i) => i.ref,
   needsHost: true,
-  run: (ctx, i) => forkRepo(ctx, { ref: i.ref, tag: i.tag }),
+  run: (ctx, i) => (i.up ? forkAndUp(ctx, { ref: i.ref, tag: i.tag }) : forkRepo(ctx, { ref: i.ref, tag: i.tag })),
   human: (d: RepoRecord) => renderRecord(d),
 };
 
@@ -64,6 +69,10 @@ const coreCommands: CommandSpec[] = [setup, repoCreate, repoFork, repoList, repo
 // Each feature contributes its own array of specs (one import + one entry here).
 export const commands: CommandSpec[] = [
   ...coreCommands,
+  ...secretCommands,
+  ...sandboxCommands,
+  ...lifecycleCommands,
+  ...auditCommands,
 ];
 
 export function findCommand(name: string): CommandSpec | undefined {

@@ -16,6 +16,9 @@ export interface CommandSpec<I = any> {
   needsHost: boolean;
   run: (ctx: OpContext, input: I) => Promise<unknown> | unknown;
   human?: (data: any) => string;
+  /** Runs a process on the caller's stdio (repo exec/connect): on success no envelope is
+   *  printed and the process exits with `data.exitCode`; refusals still get the envelope. */
+  passthrough?: boolean;
 }
 
 /** A zod string parsed into a Ref; a bad ref becomes an issue naming the field. */

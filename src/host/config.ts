@@ -23,6 +23,13 @@ export const hostConfigSchema = z.object({
   sandboxUid: z.number().int().min(1000).max(65533).default(7111),
   /** Landlock is the sandbox's second layer; only an operator may turn it off, here. */
   landlock: z.enum(['required', 'off']).default('required'),
+  /** Where the guard reads the process tree. Only tests point it elsewhere (an empty dir =
+   *  /proc unreadable); honoured only from a root-owned config, so an agent cannot use it. */
+  procRoot: absolutePath.default('/proc'),
+  /** The audit log rotates to a new file past this size; the hash chain spans the files. */
+  auditRotateBytes: z.number().int().min(1024).default(8 * 1024 * 1024),
+  /** Where `repo key add` installs sandbox-gateway keys (the account sshd logs them in as). */
+  authorizedKeysFile: absolutePath.default('/root/.ssh/authorized_keys'),
 });
 
 export type HostConfig = z.infer<typeof hostConfigSchema>;
@@ -73,8 +80,8 @@ export function saveHostConfig(config: HostConfig): LoadedHostConfig {
   const configPath = hostConfigPath();
   mkdirSync(dirname(configPath), { recursive: true, mode: 0o755 });
   const tmp = `${configPath}.tmp-${process.pid}`;
-  const { datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock } = config;
-  writeFileSync(tmp, JSON.stringify({ datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock }, null, 2) + '\n', { mode: 0o644 });
+  const { datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock, procRoot, auditRotateBytes, authorizedKeysFile } = config;
+  writeFileSync(tmp, JSON.stringify({ datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock, procRoot, auditRotateBytes, authorizedKeysFile }, null, 2) + '\n', { mode: 0o644 });
   renameSync(tmp, configPath);
   cached = { ...config, configPath, configExists: true };
   return cached;

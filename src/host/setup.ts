@@ -6,6 +6,8 @@ import { type LoadedHostConfig, saveHostConfig, reposDir } from './config.js';
 import { createPool, mountPool, ensureLayout, fsTypeOf, datastoreReady, parseSize } from './datastore.js';
 import { ensureCommands, run, which } from './system.js';
 import { openDb } from '../state/db.js';
+import { ensureLifecycleHost } from '../lifecycle/host.js';
+import { ensureSecretKeyForSetup } from '../secrets/store.js';
 import type { Timeline } from '../ops/timeline.js';
 import { unsupported, invalidInput, TineError, EXIT } from '../errors.js';
 
@@ -43,6 +45,10 @@ export async function setupHost(config: LoadedHostConfig, timeline: Timeline, in
       { command: 'losetup', pkg: 'mount' },
     ]);
     if (installed.length) changed.push(`installed ${installed.join(', ')}`);
+  });
+
+  await timeline.step('docker', 'Docker present; boot restore unit where systemd runs', () => {
+    changed.push(...ensureLifecycleHost(next));
   });
 
   await timeline.step('datastore', 'Datastore ready', () => {
@@ -98,6 +104,10 @@ export async function setupHost(config: LoadedHostConfig, timeline: Timeline, in
 
   await timeline.step('state', 'State database migrated', () => {
     openDb(next, { create: true }).close();
+  });
+
+  await timeline.step('secret_key', 'Host secret key present', () => {
+    if (ensureSecretKeyForSetup(next)) changed.push(`created ${next.stateDir}/secret.key`);
   });
 
   await timeline.step('config', 'Host config written', () => {

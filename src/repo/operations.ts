@@ -12,6 +12,8 @@ import {
   allocateNetworkId, insertPendingRow,
 } from './registry.js';
 import { writeIntent, clearIntent, failpoint } from './intents.js';
+import { withdrawSecrets } from '../secrets/delivery.js';
+import { beforeForkSnapshot, stopBeforeDelete } from '../lifecycle/operations.js';
 import { TineError, EXIT, conflict, invalidInput } from '../errors.js';
 
 const execFileP = promisify(execFile);
@@ -128,10 +130,13 @@ export async function forkRepo(ctx: OpContext, input: { ref: Ref; tag: string })
   const path = repoPath(ctx.config, guid);
   try {
     failpoint('fork:reserved');
+    // A running source quiesces first (its Tinefile prefork), while it keeps running.
+    const consistency = await beforeForkSnapshot(ctx, source);
     // One atomic snapshot of the live source: no pause, no copy loop.
     await ctx.timeline.step('cow_clone', 'CoW clone complete', () => ctx.store.snapshotVolume(source.path, path));
     undo.push('destroy snapshot', () => ctx.store.destroyVolume(path));
     failpoint('fork:cloned');
+    if (consistency === 'quiesced') ctx.db.prepare('UPDATE repos SET consistency = ? WHERE guid = ?').run(consistency, guid);
     const row = commit(ctx, guid, intentId);
     undo.clear();
     failpoint('fork:committed');
@@ -175,6 +180,8 @@ export async function deleteRepo(ctx: OpContext, input: { ref: Ref; yes: boolean
     const ok = await ctx.caller.confirm(`Delete ${ref} (${row.guid}) and all its files? Type "${ref}" to confirm: `);
     if (!ok) throw new TineError('CANCELLED', EXIT.failure, `not deleted: ${ref} was not confirmed`);
   }
+  // A running repository is stopped first (hooks best effort, daemon always).
+  await stopBeforeDelete(ctx, row);
   // Decide: mark deleting and write the intent atomically; from here a crash finishes the delete.
   const intentId = db.transaction(() => {
     refuseIfForks();
@@ -184,6 +191,8 @@ export async function deleteRepo(ctx: OpContext, input: { ref: Ref; yes: boolean
     return writeIntent(db, 'delete', row.guid, row.path);
   }).immediate();
   failpoint('delete:decided');
+  // Delivered secret files go with it (its rows go by cascade with the repos row).
+  await withdrawSecrets(ctx, toRecord(row, ctx.config));
   await ctx.timeline.step('destroy', 'Subvolume destroyed', async () => {
     if (ctx.store.volumeExists(row.path)) await ctx.store.destroyVolume(row.path);
   });

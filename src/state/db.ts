@@ -47,6 +47,26 @@ export const migrations: Migration[] = [
       );
     `,
   },
+  {
+    version: 3,
+    name: 'secrets',
+    sql: `
+      -- Per-repository secrets (src/secrets/). Rows belong to one repository's guid: a fork
+      -- (a new guid) starts with none; deleting a repository deletes its secrets.
+      CREATE TABLE secrets (
+        repo_guid TEXT NOT NULL REFERENCES repos(guid) ON DELETE CASCADE,
+        key       TEXT NOT NULL,
+        mode      TEXT NOT NULL CHECK (mode IN ('env', 'file')),
+        nonce     BLOB NOT NULL,
+        box       BLOB NOT NULL,   -- AES-256-GCM ciphertext || tag; AAD = repo guid, key, mode
+        key_id    TEXT NOT NULL,   -- fingerprint of the host key it was sealed under
+        digest    TEXT NOT NULL,   -- keyed HMAC (src/secrets/hostkey.ts), never a plain hash
+        set_at    TEXT NOT NULL,
+        set_by    TEXT NOT NULL,
+        PRIMARY KEY (repo_guid, key)
+      );
+    `,
+  },
 ];
 
 export function openDb(config: HostConfig, opts: { create?: boolean } = {}): Db {

@@ -1,0 +1,22 @@
+// tine-host's actor: the guard's detection over the native /proc reader, raised to agent by
+// `--role agent` (hidden global option; the client passes it on) or TINE_ROLE=agent (set by
+// the SSH forced command of an agent-role key). Nothing a caller passes can lower it.
+import { loadHostConfig } from '../host/config.js';
+import type { Actor } from '../ops/context.js';
+import { detect, setProcessDetection, trustedProcRoot, withAgentRole } from './detect.js';
+import { NativeProcReader } from './native-proc.js';
+import { parseInvocation } from './invocation.js';
+
+export async function hostActor(argv: string[]): Promise<Actor> {
+  let procRoot = '/proc';
+  try {
+    procRoot = trustedProcRoot(loadHostConfig());
+  } catch {
+    /* the pipeline reports a broken config */
+  }
+  let who = detect(new NativeProcReader(procRoot));
+  const inv = await parseInvocation(argv);
+  if (inv?.globals.role === 'agent') who = withAgentRole(who, '--role agent');
+  setProcessDetection(who);
+  return { kind: who.kind, reason: who.reason };
+}

@@ -1,0 +1,136 @@
+// `tine-host rpc [--role agent]`: the host end of `tine -m`. One JSON request in (stdin's
+// first line, or `--request B64` for commands that keep stdin for themselves), then JSON
+// lines out: hello, each step as it happens, and the final envelope. The host decides the
+// actor: agent when the key's role says so, when the client says so, or when its own
+// detection says so; never weaker than any of them.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { execute, type Envelope } from '../commands/execute.js';
+import type { Actor } from '../ops/context.js';
+import { nonInteractive } from '../ops/context.js';
+import { TineError, EXIT, toTineError } from '../errors.js';
+import { rpcRequestSchema, PASSTHROUGH_COMMANDS, PROTOCOL_VERSION, decodeRequestArg, type RpcEvent, type RpcRequest } from './protocol.js';
+import { readFirstLine } from './lines.js';
+import { packageVersion } from '../client/version.js';
+import { transferBases, transferSend, transferReceive, TRANSFER_COMMANDS } from './transfer.js';
+
+const hostScript = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'tine-host.js');
+
+export interface RpcOptions {
+  role?: 'agent' | 'human';
+  /** The request given as an argument (base64url JSON). */
+  request?: string;
+}
+
+export function emit(ev: RpcEvent): void {
+  process.stdout.write(JSON.stringify(ev) + '\n');
+}
+
+/** Under a forced command the client's own command line is only in SSH_ORIGINAL_COMMAND; take the request from there, nothing else. */
+function requestFromOriginalCommand(): string | undefined {
+  const orig = process.env.SSH_ORIGINAL_COMMAND;
+  if (!orig) return undefined;
+  const m = /(?:^|\s)--request[= ]([A-Za-z0-9_-]+)(?:\s|$)/.exec(orig);
+  return m?.[1];
+}
+
+export function decideActor(role: RpcOptions['role'], claimed: RpcRequest['client'] | undefined, host: Actor): Actor {
+  if (role === 'agent') return { kind: 'agent', reason: 'SSH key with role agent (forced command)' };
+  if (host.kind === 'agent') return host;
+  if (claimed?.actor === 'agent') return { kind: 'agent', reason: `client says agent: ${claimed.reason}`.slice(0, 300) };
+  return { kind: 'human', reason: `client says human: ${claimed?.reason ?? 'no reason given'}`.slice(0, 300) };
+}
+
+function failEnvelope(command: string, err: unknown): { envelope: Envelope; exitCode: number } {
+  const e = toTineError(err);
+  return { envelope: { ok: false, command, error: e.toJSON() as Envelope['error'] }, exitCode: e.exitCode };
+}
+
+export async function runRpc(opts: RpcOptions, hostActor: Actor): Promise<number> {
+  const encoded = opts.request ?? requestFromOriginalCommand();
+  let raw: unknown;
+  let rest: Buffer = Buffer.alloc(0);
+  let command = 'rpc';
+  try {
+    if (encoded) raw = decodeRequestArg(encoded);
+    else {
+      const first = await readFirstLine(process.stdin, 1 << 20);
+      rest = first.rest;
+      if (first.line === null) throw new TineError('RPC_NO_REQUEST', EXIT.usage, 'request: no JSON request on stdin');
+      raw = JSON.parse(first.line);
+    }
+  } catch (err) {
+    const env = err instanceof TineError ? failEnvelope(command, err) : failEnvelope(command, new TineError('RPC_BAD_REQUEST', EXIT.usage, `request: not JSON: ${(err as Error).message}`));
+    emit({ event: 'result', ...env });
+    return env.exitCode;
+  }
+  const parsed = rpcRequestSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const field = issue.path.map(String).join('.') || 'request';
+    const env = failEnvelope(command, new TineError('INVALID_INPUT', EXIT.usage, `${field}: ${issue.message}`, { field }));
+    emit({ event: 'result', ...env });
+    return env.exitCode;
+  }
+  const req = parsed.data;
+  command = req.command;
+  const actor = decideActor(opts.role, req.client, hostActor);
+  // exec/connect hand stdout to the program: no event lines there.
+  if (!req.argv) emit({ event: 'hello', protocol: PROTOCOL_VERSION, version: packageVersion(), actor: actor.kind, actorReason: actor.reason });
+
+  if (TRANSFER_COMMANDS.has(command)) {
+    try {
+      if (command === 'transfer bases') return finish(command, await transferBases(req.input));
+      if (command === 'transfer send') return await transferSend(req.input, actor);
+      return finish(command, await transferReceive(req.input, actor, rest, process.stdin, (s) => emit({ event: 'step', ...s })));
+    } catch (err) {
+      const env = failEnvelope(command, err);
+      // During a send stdout carries the stream; the envelope then goes to stderr too.
+      process.stderr.write(JSON.stringify({ event: 'result', ...env }) + '\n');
+      emit({ event: 'result', ...env });
+      return env.exitCode;
+    }
+  }
+
+  if (req.argv) return passthrough(req, actor);
+
+  const { envelope, exitCode } = await execute(command, req.input, {
+    actor,
+    caller: nonInteractive,
+    onStep: (s) => emit({ event: 'step', ...s }),
+  });
+  emit({ event: 'result', envelope, exitCode });
+  return exitCode;
+}
+
+function finish(command: string, data: unknown): number {
+  emit({ event: 'result', envelope: { ok: true, command, data }, exitCode: 0 });
+  return 0;
+}
+
+/**
+ * exec and connect own the terminal: run them as a child tine-host with the caller's stdio.
+ * An agent's child carries TINE_AGENT=1 (a signal can only make the guard stricter) and no
+ * override: the child is its own boundary, and its exec-time environment has none.
+ */
+function passthrough(req: RpcRequest, actor: Actor): Promise<number> {
+  const argv = req.argv!;
+  const words = req.command.split(' ');
+  if (!PASSTHROUGH_COMMANDS.has(req.command) || argv[0] !== words[0] || argv[1] !== words[1] || argv.includes('-m') || argv.includes('--machine')) {
+    const env = failEnvelope(req.command, new TineError('INVALID_INPUT', EXIT.usage, `argv: only ${[...PASSTHROUGH_COMMANDS].join(', ')} run with their own argv, and it must start with the command`, { field: 'argv' }));
+    emit({ event: 'result', ...env });
+    return Promise.resolve(env.exitCode);
+  }
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.SSH_ORIGINAL_COMMAND;
+  if (actor.kind === 'agent') {
+    env.TINE_AGENT = '1';
+    delete env.TINE_ALLOW_GRAND_REPO;
+  }
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [hostScript, ...argv], { stdio: 'inherit', env });
+    child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + 1 : 1)));
+    child.on('error', () => resolve(EXIT.failure));
+  });
+}
