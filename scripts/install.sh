@@ -25,9 +25,8 @@ if [ "$major" -lt 20 ]; then
   exit 7
 fi
 
-# npm ci only when the installed tree does not match the lock file.
-if [ ! -f node_modules/.package-lock.json ] || ! cmp -s <(node -p 'JSON.stringify(require("./package-lock.json").packages)') \
-     <(node -p 'JSON.stringify(Object.fromEntries(Object.entries(require("./node_modules/.package-lock.json").packages)))') 2>/dev/null; then
+# npm ci only when the installed tree does not satisfy package.json / the lock file.
+if [ ! -d node_modules ] || ! npm ls --depth=0 >/dev/null 2>&1; then
   npm ci --no-audit --no-fund
 fi
 npm run build --silent

@@ -1,5 +1,5 @@
 // `audit log` and `audit verify`: read the hash-chained log under the state dir.
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import type { CommandSpec } from '../commands/spec.js';
 import { readAudit, verifyAudit, type AuditEntry, type VerifyResult } from './log.js';
 
@@ -19,7 +19,7 @@ const auditLog: CommandSpec<{ actor?: 'human' | 'agent'; since?: Date; limit: nu
   name: 'audit log',
   input: z
     .object({
-      actor: z.enum(['human', 'agent'], { error: 'must be human or agent' }).optional(),
+      actor: z.enum(['human', 'agent'], { errorMap: () => ({ message: 'must be human or agent' }) }).optional(),
       since: sinceField.optional(),
       limit: z.coerce.number().int().min(1, 'must be at least 1').max(100000).default(200),
     })

@@ -4,7 +4,7 @@
 import { readFileSync, writeFileSync, renameSync, mkdirSync, chmodSync, existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, isAbsolute } from 'node:path';
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import { TineError, EXIT } from '../errors.js';
 
 export const machineNameSchema = z.string().regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a lowercase label (a-z, 0-9, -), max 63');

@@ -2,7 +2,7 @@
 // agent-role keys, and installing tine-host on them over SSH.
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import {
   loadClientConfig, saveClientConfig, findMachine, machineNameSchema, knownHostsFile, type Machine,
 } from './config.js';
@@ -15,7 +15,7 @@ import { TineError, EXIT, conflict } from '../errors.js';
 export const machineAddInput = z
   .object({
     name: machineNameSchema,
-    host: z.string({ error: 'is required' }).min(1, 'is empty').max(253).regex(/^[A-Za-z0-9.:_\[\]-]+$/, 'is not a host name or address'),
+    host: z.string({ required_error: 'is required', invalid_type_error: 'is required' }).min(1, 'is empty').max(253).regex(/^[A-Za-z0-9.:_\[\]-]+$/, 'is not a host name or address'),
     user: z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/, 'is not a user name').default('root'),
     port: z.coerce.number().int('is not a port').min(1, 'is not a port').max(65535, 'is not a port').default(22),
     key: z.string().min(1).optional(),

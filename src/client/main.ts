@@ -19,7 +19,7 @@ import { transferRepo } from './transfer.js';
 import { PASSTHROUGH_COMMANDS } from '../rpc/protocol.js';
 import { TineError, EXIT } from '../errors.js';
 import { clientGuard } from '../guard/client.js';
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 
 const hostScript = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'tine-host.js');
 
@@ -47,7 +47,7 @@ function humanData(env: Envelope): string {
   return JSON.stringify(d, null, 2);
 }
 
-function parseInput<T>(schema: z.ZodType<T>, raw: unknown, command: string): T {
+function parseInput<T>(schema: z.ZodType<T, z.ZodTypeDef, any>, raw: unknown, command: string): T {
   const r = schema.safeParse(raw);
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;
@@ -93,8 +93,15 @@ async function runClientCommand(name: string, input: Record<string, unknown>, g:
   }
 }
 
-function runLocal(args: string[]): Promise<number> {
+async function runLocal(args: string[]): Promise<number> {
   const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    // Already root on this host: run tine-host's code in this process instead of paying a
+    // second Node start-up. Same entry, same argv, same guard (it detects again itself).
+    const [{ hostMain }, { hostActor }] = await Promise.all([import('../cli/host-main.js'), import('../guard/host-actor.js')]);
+    const argv = [process.execPath, hostScript, ...args];
+    return hostMain(argv, await hostActor(argv));
+  }
   const [cmd, cmdArgs] = asRoot ? [process.execPath, [hostScript, ...args]] : ['sudo', [process.execPath, hostScript, ...args]];
   const child = spawn(cmd, cmdArgs, { stdio: 'inherit' });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'] as const) process.on(sig, () => child.kill(sig));

@@ -1,7 +1,7 @@
 // The one pipeline every command goes through, whoever calls: validate the input (exit 2,
 // field named, nothing written), attach the host, repair what a crash left, ask the guard,
 // run the operation, and wrap the outcome in the contract's envelope.
-import type { z } from 'zod';
+import type { z } from 'zod/v3';
 import { loadHostConfig, type LoadedHostConfig } from '../host/config.js';
 import { attachDatastore } from '../host/datastore.js';
 import { openDb, type Db } from '../state/db.js';
@@ -61,7 +61,7 @@ class HostContext implements OpContext {
 
 /** Validate raw input against a command's schema; the first problem names its field. */
 export function validateInput<I>(spec: CommandSpec<I>, raw: unknown): I {
-  const parsed = (spec.input as z.ZodType<I>).safeParse(raw ?? {});
+  const parsed = (spec.input as z.ZodType<I, z.ZodTypeDef, unknown>).safeParse(raw ?? {});
   if (parsed.success) return parsed.data;
   const issue = parsed.error.issues[0]!;
   let field = issue.path.map(String).join('.');

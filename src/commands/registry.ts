@@ -1,6 +1,6 @@
 // Every command of the contract that tine-host runs. The CLI, the RPC endpoint and the
 // MCP server all dispatch through `execute` with one of these names.
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import type { CommandSpec } from './spec.js';
 import { refField, labelField } from './spec.js';
 import { createRepo, forkRepo, listRepos, repoInfo, deleteRepo } from '../repo/operations.js';

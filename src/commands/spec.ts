@@ -1,6 +1,6 @@
 // A command of the contract, as data: its input schema (validated once, at the edge), the
 // repository it targets (for the guard), and the one operation that implements it.
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import type { OpContext } from '../ops/context.js';
 import type { Ref } from '../repo/ref.js';
 import { parseRef, checkLabel } from '../repo/ref.js';
@@ -9,7 +9,7 @@ import { TineError } from '../errors.js';
 export interface CommandSpec<I = any> {
   /** Contract name, e.g. "repo fork". */
   name: string;
-  input: z.ZodType<I>;
+  input: z.ZodType<I, z.ZodTypeDef, any>;
   /** The repository the command acts on (the guard decides on grand vs fork). */
   target?: (input: I) => Ref | undefined;
   /** Needs the datastore and the state database (everything but setup and client-only commands). */
@@ -22,7 +22,7 @@ export interface CommandSpec<I = any> {
 }
 
 /** A zod string parsed into a Ref; a bad ref becomes an issue naming the field. */
-export const refField = z.string({ error: 'is required' }).transform((value, zctx) => {
+export const refField = z.string({ required_error: 'is required', invalid_type_error: 'is required' }).transform((value, zctx) => {
   try {
     return parseRef(value);
   } catch (err) {
@@ -31,7 +31,7 @@ export const refField = z.string({ error: 'is required' }).transform((value, zct
   }
 });
 
-export const labelField = z.string({ error: 'is required' }).transform((value, zctx) => {
+export const labelField = z.string({ required_error: 'is required', invalid_type_error: 'is required' }).transform((value, zctx) => {
   try {
     return checkLabel('x', value);
   } catch (err) {

@@ -2,7 +2,7 @@
 // machine use their own locations. File: $TINE_HOST_CONFIG or /etc/tine/host.json.
 import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import { TineError, EXIT } from '../errors.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/tine/host.json';

@@ -1,6 +1,6 @@
 // Commands of the repository lifecycle: `repo up`, `repo down`, `repo restore-all`, and
 // the `--up` option of `repo fork` (its spec lives with the core commands).
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import type { Command } from 'commander';
 import type { CommandSpec } from '../commands/spec.js';
 import { refField } from '../commands/spec.js';

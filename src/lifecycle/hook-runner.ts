@@ -1,7 +1,10 @@
-// The one place a Tinefile hook process is spawned. Today: a plain privilege drop to the
-// sandbox user (Node's spawn with uid/gid; libuv drops supplementary groups). The sandbox
-// feature swaps this function's body for the kernel sandbox; callers do not change.
-import { spawn } from 'node:child_process';
+// The one place a Tinefile hook process is spawned: inside the repository's kernel sandbox
+// (the same one as `repo exec`: its own mount, PID, IPC and UTS namespaces, Landlock,
+// UID 7111 without groups or capabilities, no_new_privs). If the sandbox cannot be built
+// the hook does not run (SANDBOX_FAILED): never unconfined.
+import { runInSandbox } from '../sandbox/helper.js';
+import type { HostConfig } from '../host/config.js';
+import type { RepoRecord } from '../repo/registry.js';
 
 export interface HookProcessSpec {
   /** The Tinefile to source (absolute). */
@@ -12,11 +15,10 @@ export interface HookProcessSpec {
   cwd: string;
   /** The complete environment (nothing is inherited). */
   env: Record<string, string>;
-  uid: number;
-  gid: number;
   timeoutMs: number;
-  /** The repository the hook belongs to (for the sandbox: what it may see). */
-  repoPath: string;
+  /** The repository the hook belongs to: the sandbox shows it and nothing else. */
+  repo: RepoRecord;
+  config: HostConfig;
 }
 
 export interface HookProcessResult {
@@ -31,50 +33,43 @@ export interface HookProcessResult {
 
 const OUTPUT_LIMIT = 64 * 1024;
 
-// Sourced, then the function called if it exists. fd 3 tells the runner it was called,
-// so a missing function is "skipped", not "succeeded".
-const WRAPPER = 'source "$1" || exit; if declare -F "$2" >/dev/null; then echo ran >&3; exec 3>&-; "$2"; else exit 0; fi';
+// cd to the Tinefile's directory, source it, call the function if it exists. A marker on
+// stderr tells the runner it was called, so a missing function is "skipped", not "succeeded".
+const RAN_MARKER = '\x1etine-hook-ran\n';
+const WRAPPER = 'cd "$3" || exit; source "$1" || exit; if declare -F "$2" >/dev/null; then printf "\\036tine-hook-ran\\n" >&2; "$2"; else exit 0; fi';
 
-export function runHookProcess(spec: HookProcessSpec): Promise<HookProcessResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/bash', ['--noprofile', '--norc', '-c', WRAPPER, 'tinefile', spec.tinefile, spec.fn], {
-      cwd: spec.cwd,
-      env: spec.env,
-      uid: spec.uid,
-      gid: spec.gid,
-      // Own process group: a timeout kills the hook and everything it started in the foreground.
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
-    });
-    let output = '';
-    let ran = false;
-    let timedOut = false;
-    const take = (d: Buffer) => {
-      output += d.toString('utf8');
-      if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT);
-    };
-    child.stdout!.on('data', take);
-    child.stderr!.on('data', take);
-    (child.stdio[3] as NodeJS.ReadableStream).on('data', () => (ran = true));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ }
-    }, spec.timeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    // A hook may leave a background process holding stdout: its exit is what counts,
-    // with a short grace for the last output.
-    let done = false;
-    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      for (const s of child.stdio) (s as { destroy?: () => void } | null)?.destroy?.();
-      resolve({ ran, exitCode: code, signal, timedOut, output });
-    };
-    child.once('exit', (code, signal) => setTimeout(() => finish(code, signal), 200).unref());
-    child.once('close', (code, signal) => finish(code, signal));
-  });
+export async function runHookProcess(spec: HookProcessSpec): Promise<HookProcessResult> {
+  // Env-mode secrets reach the hook only through the sandbox's one door for them.
+  const env: Record<string, string> = {};
+  const hookSecrets: Record<string, string> = {};
+  for (const [k, v] of Object.entries(spec.env)) (k.startsWith('TINE_SECRET_') ? hookSecrets : env)[k] = v;
+  const { child, exit } = runInSandbox({ config: spec.config }, spec.repo,
+    ['/bin/bash', '--noprofile', '--norc', '-c', WRAPPER, 'tinefile', spec.tinefile, spec.fn, spec.cwd],
+    { stdio: ['ignore', 'pipe', 'pipe'], env, hookSecrets, forwardSignals: [] });
+  let output = '';
+  let ran = false;
+  const take = (d: Buffer) => {
+    let text = d.toString('utf8');
+    if (text.includes(RAN_MARKER)) {
+      ran = true;
+      text = text.split(RAN_MARKER).join('');
+    }
+    output += text;
+    if (output.length > OUTPUT_LIMIT) output = output.slice(-OUTPUT_LIMIT);
+  };
+  child.stdout!.on('data', take);
+  child.stderr!.on('data', take);
+  let timedOut = false;
+  // Killing the helper takes its PID namespace, and so everything the hook started, with it.
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, spec.timeoutMs);
+  try {
+    const code = await exit;
+    const signal = code > 128 && child.signalCode ? child.signalCode : null;
+    return { ran, exitCode: signal ? null : code, signal, timedOut, output };
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -75,10 +75,9 @@ export async function runHook(config: HostConfig, repo: RepoRecord, tinefile: st
   const r = await runHookProcess({
     tinefile, fn, cwd,
     env: hookEnv(repo, extraEnv),
-    uid: config.sandboxUid,
-    gid: config.sandboxUid,
     timeoutMs: HOOK_TIMEOUT_MS[fn],
-    repoPath: repo.path,
+    repo,
+    config,
   });
   return { ...r, tinefile, fn };
 }

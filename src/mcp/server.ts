@@ -29,6 +29,7 @@ export async function serveMcp(opts: { machine?: string }): Promise<number> {
   const verdict: ClientVerdict = {
     actor: { kind: 'agent', reason: detected.actor.kind === 'agent' ? `MCP server (${detected.actor.reason})` : 'MCP server' },
     override: detected.override,
+    detection: detected.detection,
   };
   const hostEnv: NodeJS.ProcessEnv = { ...process.env, TINE_AGENT: '1' };
   if (verdict.override) hostEnv.TINE_ALLOW_GRAND_REPO = verdict.override;

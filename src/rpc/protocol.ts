@@ -1,6 +1,6 @@
 // The wire protocol between `tine` (client) and `tine-host rpc` (host): one JSON request,
 // then JSON-lines events. Shared by both sides; zod only (the client loads no native code).
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import type { StepRecord } from '../ops/timeline.js';
 import type { Envelope } from '../commands/execute.js';
 

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import { loadHostConfig, type LoadedHostConfig } from '../host/config.js';
 import { attachDatastore } from '../host/datastore.js';
 import { openDb, type Db } from '../state/db.js';
@@ -41,7 +41,7 @@ export const transferMetaSchema = z
   .strict();
 export type TransferMeta = z.infer<typeof transferMetaSchema>;
 
-function parse<T>(schema: z.ZodType<T>, raw: unknown): T {
+function parse<T>(schema: z.ZodType<T, z.ZodTypeDef, any>, raw: unknown): T {
   const r = schema.safeParse(raw);
   if (r.success) return r.data;
   const issue = r.error.issues[0]!;

@@ -1,5 +1,5 @@
 // The sandbox's commands and their place in the shared command tree.
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import type { Command } from 'commander';
 import type { CommandSpec } from '../commands/spec.js';
 import { refField } from '../commands/spec.js';
@@ -15,7 +15,7 @@ const repoExec: CommandSpec<{ ref: Ref; command: string[] }> = {
   name: 'repo exec',
   input: z.object({
     ref: refField,
-    command: z.array(z.string().refine((s) => !s.includes('\0'), 'contains a NUL byte'), { error: 'is required' }).min(1, 'is empty; give the command after --'),
+    command: z.array(z.string().refine((s) => !s.includes('\0'), 'contains a NUL byte'), { required_error: 'is required', invalid_type_error: 'is required' }).min(1, 'is empty; give the command after --'),
   }).strict(),
   target: (i) => i.ref,
   needsHost: true,
@@ -35,7 +35,7 @@ const repoConnect: CommandSpec<{ ref: Ref }> = {
 const sandboxGatewaySpec: CommandSpec<{ guid: string; command?: string }> = {
   name: 'sandbox-gateway',
   input: z.object({
-    guid: z.string({ error: 'is required' }).regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'is not a repository guid'),
+    guid: z.string({ required_error: 'is required', invalid_type_error: 'is required' }).regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'is not a repository guid'),
     command: z.string().refine((s) => !s.includes('\0'), 'contains a NUL byte').optional(),
   }).strict(),
   needsHost: true,
@@ -47,7 +47,7 @@ const renderKey = (k: RepoKey) => `${k.fingerprint}  ${k.type}  ${k.comment}`;
 
 const repoKeyAdd: CommandSpec<{ ref: Ref; pubkey: string }> = {
   name: 'repo key add',
-  input: z.object({ ref: refField, pubkey: z.string({ error: 'is required' }).min(1, 'is empty') }).strict(),
+  input: z.object({ ref: refField, pubkey: z.string({ required_error: 'is required', invalid_type_error: 'is required' }).min(1, 'is empty') }).strict(),
   target: (i) => i.ref,
   needsHost: true,
   run: async (ctx, i) => (await keys()).keyAdd(ctx, i),
@@ -65,7 +65,7 @@ const repoKeyList: CommandSpec<{ ref: Ref }> = {
 
 const repoKeyRemove: CommandSpec<{ ref: Ref; fingerprint: string }> = {
   name: 'repo key remove',
-  input: z.object({ ref: refField, fingerprint: z.string({ error: 'is required' }).regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'is not a SHA256:… fingerprint (see tine repo key list)') }).strict(),
+  input: z.object({ ref: refField, fingerprint: z.string({ required_error: 'is required', invalid_type_error: 'is required' }).regex(/^SHA256:[A-Za-z0-9+/]{43}$/, 'is not a SHA256:… fingerprint (see tine repo key list)') }).strict(),
   target: (i) => i.ref,
   needsHost: true,
   run: async (ctx, i) => (await keys()).keyRemove(ctx, i),

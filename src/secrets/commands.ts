@@ -1,6 +1,6 @@
 // The secret commands of the contract. Inputs validated once here; the value fields are
 // checked without ever being quoted in a message.
-import { z } from 'zod';
+import { z } from 'zod/v3';
 import type { CommandSpec } from '../commands/spec.js';
 import { refField } from '../commands/spec.js';
 import type { Ref } from '../repo/ref.js';
@@ -15,7 +15,7 @@ const oneCheck = <T extends { current?: string; rotateSecret?: boolean }>(i: T, 
   }
 };
 
-const currentField = z.string({ error: 'must be a string' }).min(1, 'is empty');
+const currentField = z.string({ required_error: 'must be a string', invalid_type_error: 'must be a string' }).min(1, 'is empty');
 
 type SetInput = { ref: Ref; key: string; value: string; mode?: SecretMode; current?: string; rotateSecret: boolean };
 const secretSet: CommandSpec<SetInput> = {
@@ -66,7 +66,7 @@ const secretLift: CommandSpec<{ ref: Ref; from: string; remove: boolean; mode?: 
   input: z
     .object({
       ref: refField,
-      from: z.string({ error: 'is required' }).min(1, 'is empty').max(4096, 'is too long').refine((s) => !s.includes('\0'), 'contains a NUL byte'),
+      from: z.string({ required_error: 'is required', invalid_type_error: 'is required' }).min(1, 'is empty').max(4096, 'is too long').refine((s) => !s.includes('\0'), 'contains a NUL byte'),
       remove: z.boolean().default(false),
       mode: modeField.optional(),
       rotateSecret: z.boolean().default(false),

@@ -1,17 +1,17 @@
 // Secret names and values, checked once at the edge. No message here ever quotes a value.
-import { z } from 'zod';
+import { z } from 'zod/v3';
 
 export const KEY_PATTERN = /^[A-Z][A-Z0-9_]*$/;
 export const KEY_MAX = 64;
 export const VALUE_MAX = { env: 32 * 1024, file: 256 * 1024 } as const;
 
 export const keyField = z
-  .string({ error: 'is required' })
+  .string({ required_error: 'is required', invalid_type_error: 'is required' })
   .min(1, 'is empty')
   .max(KEY_MAX, `is longer than ${KEY_MAX} characters`)
   .regex(KEY_PATTERN, 'must match ^[A-Z][A-Z0-9_]*$ (upper-case letters, digits and _, starting with a letter)');
 
-export const modeField = z.enum(['env', 'file'], { error: 'must be env or file' });
+export const modeField = z.enum(['env', 'file'], { errorMap: () => ({ message: 'must be env or file' }) });
 
 /** Why a value is unusable for a mode, or undefined. Never mentions the value itself. */
 export function valueProblem(value: string, mode: 'env' | 'file'): string | undefined {
@@ -27,7 +27,7 @@ export function valueProblem(value: string, mode: 'env' | 'file'): string | unde
  * A value field: a string, checked for the largest limit here (the mode-specific limit is
  * checked again once the effective mode is known). zod's own messages never echo input.
  */
-export const valueField = z.string({ error: 'is required' }).superRefine((v, zctx) => {
+export const valueField = z.string({ required_error: 'is required', invalid_type_error: 'is required' }).superRefine((v, zctx) => {
   const p = valueProblem(v, 'file');
   if (p) zctx.addIssue({ code: 'custom', message: p });
 });
