@@ -163,3 +163,12 @@ test.serial('repo key remove: the key no longer opens anything', (t) => {
   t.is(denied.status, 255);
   t.true(existsSync(keysFile));
 });
+
+test.serial('repo delete removes the repository\'s keys: its key opens nothing afterwards', (t) => {
+  t.true(readFileSync(keysFile, 'utf8').includes(sibling.guid), 'app:t2 has a key line before');
+  const r = host.run(['repo', 'delete', 'app:t2', '--yes']);
+  t.is(r.code, 0, r.stdout);
+  t.true(r.json.steps.some((s: { step: string }) => s.step === 'keys'));
+  t.false(readFileSync(keysFile, 'utf8').includes(sibling.guid));
+  t.is(ssh(join(host.dir, 'k2'), 'id').status, 255);
+});

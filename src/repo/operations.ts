@@ -12,6 +12,7 @@ import {
   allocateNetworkId, insertPendingRow,
 } from './registry.js';
 import { writeIntent, clearIntent, failpoint } from './intents.js';
+import { removeKeysOf } from '../sandbox/keys.js';
 import { withdrawSecrets } from '../secrets/delivery.js';
 import { beforeForkSnapshot, stopBeforeDelete } from '../lifecycle/operations.js';
 import { TineError, EXIT, conflict, invalidInput } from '../errors.js';
@@ -197,6 +198,8 @@ export async function deleteRepo(ctx: OpContext, input: { ref: Ref; yes: boolean
     if (ctx.store.volumeExists(row.path)) await ctx.store.destroyVolume(row.path);
   });
   failpoint('delete:destroyed');
+  const keysRemoved = removeKeysOf(ctx, row.guid);
+  if (keysRemoved) ctx.timeline.record('keys', `Removed ${keysRemoved} SSH key(s) of ${ref}`, 0);
   db.transaction(() => {
     db.prepare('DELETE FROM repos WHERE guid = ?').run(row.guid);
     clearIntent(db, intentId);

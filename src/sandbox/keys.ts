@@ -154,3 +154,14 @@ export function keyRemove(ctx: OpContext, input: { ref: Ref; fingerprint: string
   });
 }
 
+
+/** Remove every key line of a repository (its delete): a deleted repo leaves no way in. */
+export function removeKeysOf(ctx: OpContext, guid: string): number {
+  const file = ctx.config.authorizedKeysFile;
+  return locked(ctx, () => {
+    const lines = readLines(file);
+    const keep = lines.filter((l) => l.gatewayGuid !== guid);
+    if (keep.length !== lines.length) writeLines(file, keep);
+    return lines.length - keep.length;
+  });
+}

@@ -56,7 +56,8 @@ export function makeTestHost(opts: { size?: string; setup?: boolean } = {}): Tes
   mkdirSync(datastore, { recursive: true });
   const configPath = join(dir, 'host.json');
   // pool: null — the datastore is a btrfs this test made (the embedded pool has its own test).
-  writeFileSync(configPath, JSON.stringify({ datastore, pool: null, stateDir, runDir }));
+  // Repo keys go to a file of the test, never to root's own authorized_keys.
+  writeFileSync(configPath, JSON.stringify({ datastore, pool: null, stateDir, runDir, authorizedKeysFile: join(dir, 'authorized_keys') }));
   const env: NodeJS.ProcessEnv = { ...process.env, TINE_HOST_CONFIG: configPath };
   // A test must not inherit the agent signals of whoever runs the suite.
   for (const k of ['TINE_AGENT', 'CLAUDECODE', 'GEMINI_CLI', 'COPILOT_CLI', 'CURSOR_TRACE_ID', 'CODEX_THREAD_ID', 'CODEX_SANDBOX', 'CLINE_ACTIVE', 'TINE_ALLOW_GRAND_REPO']) delete env[k];

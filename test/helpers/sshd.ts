@@ -69,12 +69,15 @@ export async function startSshd(opts: { setEnv?: Record<string, string> } = {}):
   let child: ChildProcess | undefined;
   const start = async () => {
     child = spawn('/usr/sbin/sshd', ['-D', '-f', config, '-E', log], { stdio: 'ignore' });
-    for (let i = 0; i < 100; i++) {
+    // Bounded: 20 s (a loaded 2-core CI host can be slow to start it).
+    for (let i = 0; i < 400; i++) {
       if (existsSync(log) && /Server listening/.test(readFileSync(log, 'utf8').split('\n').slice(-5).join('\n'))) return;
       if (child.exitCode !== null) throw new Error(`sshd exited: ${readFileSync(log, 'utf8')}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    throw new Error('sshd did not start in 5 s');
+    // Never leave a daemon behind that nobody holds a handle to.
+    child.kill('SIGKILL');
+    throw new Error('sshd did not start in 20 s');
   };
   const stopDaemon = () => {
     if (child && child.exitCode === null) {
@@ -82,7 +85,13 @@ export async function startSshd(opts: { setEnv?: Record<string, string> } = {}):
       for (let i = 0; i < 50 && child.exitCode === null; i++) execFileSync('sleep', ['0.05']);
     }
   };
-  await start();
+  try {
+    await start();
+  } catch (err) {
+    stopDaemon();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const env: NodeJS.ProcessEnv = { PATH: `${binDir}:${process.env.PATH}` };
   const count = (file: string, re: RegExp) => (existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((l) => re.test(l)).length : 0);
   return {
