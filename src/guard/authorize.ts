@@ -69,3 +69,13 @@ export async function authorize(ctx: OpContext, spec: CommandSpec, input: unknow
   }
   if (!decision.allowed) throw decision.error;
 }
+
+/**
+ * The guard for host verbs that do not run through execute() (the transfer halves of
+ * push/pull in `tine-host rpc`): the same detection, policy, audit and refusal. They carry
+ * no repository target here, so an agent needs the `*` override (their policy: machine).
+ */
+export async function authorizeHostVerb(ctx: Pick<OpContext, 'config' | 'actor'>, command: string): Promise<void> {
+  const spec = { name: command, needsHost: false } as CommandSpec;
+  await authorize(ctx as OpContext, spec, {});
+}

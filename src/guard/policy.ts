@@ -53,6 +53,11 @@ export const POLICY: readonly PolicyEntry[] = [
   { command: 'machine remove', agent: 'machine', does: 'remove a machine' },
   { command: 'machine list', agent: 'read', does: 'list machines' },
   { command: 'rpc', agent: 'dispatch', does: 'serve RPC' },
+  // Host halves of push/pull, reached through `tine-host rpc`. Receiving registers a new
+  // repository (a create) and sending exports data off the host: both host-wide.
+  { command: 'transfer bases', agent: 'read', does: 'list the snapshots held for transfers' },
+  { command: 'transfer send', agent: 'machine', does: 'send a repository to another host' },
+  { command: 'transfer receive', agent: 'machine', does: 'receive a repository from another host' },
   // The SSH forced command of a repository key: it enters that repository's sandbox.
   { command: 'sandbox-gateway', agent: 'grand', target: 'guid', does: 'enter a repository through the sandbox gateway' },
 ];
@@ -68,6 +73,7 @@ export const CONTRACT_COMMANDS: readonly string[] = [
   'mcp serve',
   'machine add', 'machine setup', 'machine list', 'machine remove',
   'rpc', 'sandbox-gateway',
+  'transfer bases', 'transfer send', 'transfer receive',
 ];
 
 export function policyFor(command: string): PolicyEntry | undefined {

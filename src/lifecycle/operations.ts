@@ -219,6 +219,12 @@ export async function stopBeforeDelete(ctx: OpContext, row: RepoRow): Promise<vo
  */
 export async function beforeForkSnapshot(ctx: OpContext, source: RepoRow): Promise<'quiesced' | 'crash'> {
   if (source.state !== 'up' || daemonPid(pathsOf(ctx, source)) === null) return 'crash';
+  // prefork runs code in the source. Forking is open to agents, but making a production
+  // (grand) repository quiesce on demand is not: an agent's fork of a grand is crash-consistent.
+  if (ctx.actor.kind === 'agent' && source.parent_guid === null) {
+    ctx.timeline.record('prefork_skipped', 'prefork not run: an agent forks a grand crash-consistently', 0);
+    return 'crash';
+  }
   const tinefiles = findTinefiles(source.path);
   if (!tinefiles.length) return 'crash';
   return ctx.timeline.step('prefork', 'Source quiesced (prefork)', async () => {

@@ -14,6 +14,8 @@ import { rpcRequestSchema, PASSTHROUGH_COMMANDS, PROTOCOL_VERSION, decodeRequest
 import { readFirstLine } from './lines.js';
 import { packageVersion } from '../client/version.js';
 import { transferBases, transferSend, transferReceive, TRANSFER_COMMANDS } from './transfer.js';
+import { authorizeHostVerb } from '../guard/authorize.js';
+import { loadHostConfig } from '../host/config.js';
 
 const hostScript = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'tine-host.js');
 
@@ -81,6 +83,9 @@ export async function runRpc(opts: RpcOptions, hostActor: Actor): Promise<number
 
   if (TRANSFER_COMMANDS.has(command)) {
     try {
+      // Not in the command registry, so not through execute(): the guard and the audit log
+      // are applied here, before anything is read or written.
+      await authorizeHostVerb({ config: loadHostConfig(), actor }, command);
       if (command === 'transfer bases') return finish(command, await transferBases(req.input));
       if (command === 'transfer send') return await transferSend(req.input, actor);
       return finish(command, await transferReceive(req.input, actor, rest, process.stdin, (s) => emit({ event: 'step', ...s })));

@@ -16,7 +16,7 @@ import { openDb, type Db } from '../state/db.js';
 import { BtrfsSubvolumeDriver } from '../store/btrfs.js';
 import type { Actor } from '../ops/context.js';
 import { Timeline, UndoStack, type StepListener } from '../ops/timeline.js';
-import { refField } from '../commands/spec.js';
+import { refField, labelField } from '../commands/spec.js';
 import { formatRef } from '../repo/ref.js';
 import { requireRepo, findByGuid, refTaken, allocateNetworkId, insertPendingRow, repoPath, toRecord, type RepoRow, type RepoRecord } from '../repo/registry.js';
 import { writeIntent, clearIntent, repairDeadIntents } from '../repo/intents.js';
@@ -29,8 +29,9 @@ const snapName = z.string().regex(/^[0-9a-f-]{36}@[0-9]+-[0-9a-f]{8}$/, 'is not 
 
 export const transferMetaSchema = z
   .object({
-    name: z.string().min(1),
-    tag: z.string().nullable(),
+    // The same label rules as every ref: a received row must be one `repo create` could make.
+    name: labelField,
+    tag: labelField.nullable(),
     guid,
     parentGuid: guid.nullable(),
     grandGuid: guid,
