@@ -1,9 +1,8 @@
 #!/usr/bin/env node
 // tine-host: the orchestrator, run as root on a Linux host.
 import { hostMain } from '../cli/host-main.js';
-import { hostActor } from '../guard/host-actor.js';
 
-hostMain(process.argv, await hostActor(process.argv)).then(
+hostMain(process.argv).then(
   (code) => process.exit(code),
   (err) => {
     process.stderr.write(`tine-host: internal error: ${(err as Error)?.stack ?? err}\n`);

@@ -1,10 +1,11 @@
 // tine-host's entry: argv → command → execute → envelope on stdout, exit code of the contract.
 import { createInterface } from 'node:readline/promises';
+import { hostActor } from '../guard/host-actor.js';
 import { buildProgram, isCommanderExit, type GlobalOptions } from './tree.js';
 import { execute, type Envelope } from '../commands/execute.js';
 import { findCommand } from '../commands/registry.js';
 import { renderStep, renderTotal, renderError } from './render.js';
-import type { Actor, Caller } from '../ops/context.js';
+import type { Caller } from '../ops/context.js';
 import { EXIT } from '../errors.js';
 import { runRpc, type RpcOptions } from '../rpc/server.js';
 
@@ -42,10 +43,12 @@ export function printEnvelope(env: Envelope, mode: 'json' | 'text', human?: (d: 
   }
 }
 
-export async function hostMain(argv: string[], actor: Actor): Promise<number> {
+export async function hostMain(argv: string[]): Promise<number> {
   process.umask(0o077);
   let exitCode: number = EXIT.ok;
   const program = buildProgram('tine-host', async (name, input, globals) => {
+    // Who is calling: this host's own view of the process tree, raised by --role agent.
+    const actor = hostActor(globals.role === 'agent' ? 'agent' : undefined);
     if (name === 'rpc') {
       exitCode = await runRpc(input as RpcOptions, actor);
       return;

@@ -2,8 +2,7 @@
 // a command goes to tine-host on that machine over SSH after the client's own guard; without
 // -m it runs tine-host on this host (through sudo when not root). No native code here.
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { tineHostScript } from '../host/install.js';
 import { buildProgram, isCommanderExit, type GlobalOptions } from '../cli/tree.js';
 import { renderStep, renderTotal, renderError, renderRecord, renderList } from '../cli/render.js';
 import { createInterface } from 'node:readline/promises';
@@ -21,7 +20,7 @@ import { TineError, EXIT } from '../errors.js';
 import { clientGuard } from '../guard/client.js';
 import type { z } from 'zod/v3';
 
-const hostScript = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'tine-host.js');
+const hostScript = tineHostScript;
 
 function outputMode(g: GlobalOptions): 'json' | 'text' {
   return g.output ?? (process.stdout.isTTY ? 'text' : 'json');
@@ -98,9 +97,8 @@ async function runLocal(args: string[]): Promise<number> {
   if (asRoot) {
     // Already root on this host: run tine-host's code in this process instead of paying a
     // second Node start-up. Same entry, same argv, same guard (it detects again itself).
-    const [{ hostMain }, { hostActor }] = await Promise.all([import('../cli/host-main.js'), import('../guard/host-actor.js')]);
-    const argv = [process.execPath, hostScript, ...args];
-    return hostMain(argv, await hostActor(argv));
+    const { hostMain } = await import('../cli/host-main.js');
+    return hostMain([process.execPath, hostScript, ...args]);
   }
   const [cmd, cmdArgs] = asRoot ? [process.execPath, [hostScript, ...args]] : ['sudo', [process.execPath, hostScript, ...args]];
   const child = spawn(cmd, cmdArgs, { stdio: 'inherit' });

@@ -1,9 +1,9 @@
 // OpenSSH as the transport: a pinned per-machine known_hosts file (StrictHostKeyChecking=yes),
 // a shared master connection (ControlMaster) so the second command skips the handshake.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { tineHostScript } from '../host/install.js';
 import { mkdirSync, writeFileSync, chmodSync, existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { type Machine, knownHostsFile, controlDir } from './config.js';
 import { TineError, EXIT } from '../errors.js';
@@ -39,7 +39,7 @@ export function sshBaseArgs(m: Machine, opts: { tty?: boolean } = {}): string[] 
 }
 
 /** This host's own tine-host (through sudo when not root), for local ends of the protocol (MCP without -m, push/pull). */
-const hostScript = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'tine-host.js');
+const hostScript = tineHostScript;
 export const LOCAL: Machine = {
   name: 'local', host: 'localhost', user: 'root', port: 22, key: null, knownHostKey: 'local', role: 'human', tineHost: 'tine-host', installed: null,
 };

@@ -5,9 +5,9 @@ import { loadHostConfig } from '../host/config.js';
 import type { Actor } from '../ops/context.js';
 import { detect, setProcessDetection, trustedProcRoot, withAgentRole } from './detect.js';
 import { NativeProcReader } from './native-proc.js';
-import { parseInvocation } from './invocation.js';
 
-export async function hostActor(argv: string[]): Promise<Actor> {
+/** `role`: the hidden global option, already parsed by the command tree (no second parse). */
+export function hostActor(role: 'agent' | undefined): Actor {
   let procRoot = '/proc';
   try {
     procRoot = trustedProcRoot(loadHostConfig());
@@ -15,8 +15,7 @@ export async function hostActor(argv: string[]): Promise<Actor> {
     /* the pipeline reports a broken config */
   }
   let who = detect(new NativeProcReader(procRoot));
-  const inv = await parseInvocation(argv);
-  if (inv?.globals.role === 'agent') who = withAgentRole(who, '--role agent');
+  if (role === 'agent') who = withAgentRole(who, '--role agent');
   setProcessDetection(who);
   return { kind: who.kind, reason: who.reason };
 }

@@ -2,6 +2,7 @@
 // `repo fork --up`, stop-before-delete, restore after a reboot, and the crash repair that
 // leaves no orphan daemon. One function per operation; CLI, RPC and MCP call the same.
 import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { ownerAlive, ownStartTime } from '../repo/intents.js';
 import { join } from 'node:path';
 import type { OpContext } from '../ops/context.js';
 import { UndoStack } from '../ops/timeline.js';
@@ -9,7 +10,6 @@ import { type Ref, formatRef } from '../repo/ref.js';
 import { type RepoRecord, type RepoRow, toRecord, requireRepo, findByGuid } from '../repo/registry.js';
 import { forkRepo } from '../repo/operations.js';
 import { failpoint } from '../repo/intents.js';
-import { loadNative } from '../native/addon.js';
 import { deliverSecrets, withdrawSecrets, secretsDirOf } from '../secrets/delivery.js';
 import { daemonPaths, daemonPid, startDaemon, stopDaemon, ensureRootOwnedDataRoot, listContainers, startContainer, type DaemonPaths } from '../docker/daemon.js';
 import { identityOf, readIdentity, rewriteContainers, writeIdentity } from '../docker/identity.js';
@@ -23,14 +23,6 @@ interface LockOwner { pid: number; start: number }
 
 const lockFile = (ctx: OpContext, networkId: number) => join(ctx.config.runDir, `lifecycle-${networkId}.lock`);
 
-function startTime(pid: number): number | null {
-  try {
-    return loadNative().procStat(pid).starttime;
-  } catch {
-    return null;
-  }
-}
-
 function readLock(file: string): LockOwner | null {
   try {
     const [pid, start] = readFileSync(file, 'utf8').trim().split(' ').map(Number);
@@ -40,11 +32,11 @@ function readLock(file: string): LockOwner | null {
   }
 }
 
-const ownerAlive = (o: LockOwner | null) => o !== null && startTime(o.pid) === o.start;
+const lockOwnerAlive = (o: LockOwner | null) => o !== null && ownerAlive(o.pid, o.start);
 
 function acquireLock(ctx: OpContext, row: RepoRow): () => void {
   const file = lockFile(ctx, row.network_id);
-  const mine = `${process.pid} ${startTime(process.pid)}\n`;
+  const mine = `${process.pid} ${ownStartTime()}\n`;
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       writeFileSync(file, mine, { flag: 'wx', mode: 0o600 });
@@ -54,7 +46,7 @@ function acquireLock(ctx: OpContext, row: RepoRow): () => void {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const owner = readLock(file);
-      if (ownerAlive(owner)) {
+      if (lockOwnerAlive(owner)) {
         const ref = formatRef(row);
         throw conflict('BUSY', `repository ${ref} is being started or stopped by process ${owner!.pid}`, [
           { description: 'Wait for it, then look at its state', run: `tine repo info ${ref}` },
@@ -322,7 +314,7 @@ export async function repairLifecycle(ctx: OpContext): Promise<LifecycleRepair[]
   for (const networkId of ids) {
     const file = lockFile(ctx, networkId);
     const owner = readLock(file);
-    if (owner && ownerAlive(owner)) continue;
+    if (owner && lockOwnerAlive(owner)) continue;
     const row = ctx.db.prepare('SELECT * FROM repos WHERE network_id = ?').get(networkId) as RepoRow | undefined;
     const ref = row ? formatRef(row) : null;
     const p: DaemonPaths = row ? pathsOf(ctx, row) : orphanPaths(ctx, networkId);

@@ -18,13 +18,14 @@ interface IntentRow {
 }
 
 let selfStart: number | undefined;
-function ownStartTime(): number {
+/** This process's identity: pid + start time (a pid alone may be reused). */
+export function ownStartTime(): number {
   selfStart ??= loadNative().procStat(process.pid).starttime;
   return selfStart;
 }
 
-/** Is the process that wrote this intent still the same living process? */
-function ownerAlive(pid: number, start: number): boolean {
+/** Is the process (pid + start time) that wrote an intent or a lock still the same living process? */
+export function ownerAlive(pid: number, start: number): boolean {
   try {
     return loadNative().procStat(pid).starttime === start;
   } catch {

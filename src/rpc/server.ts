@@ -4,8 +4,7 @@
 // actor: agent when the key's role says so, when the client says so, or when its own
 // detection says so; never weaker than any of them.
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
+import { tineHostScript } from '../host/install.js';
 import { execute, type Envelope } from '../commands/execute.js';
 import type { Actor } from '../ops/context.js';
 import { nonInteractive } from '../ops/context.js';
@@ -17,7 +16,7 @@ import { transferBases, transferSend, transferReceive, TRANSFER_COMMANDS } from 
 import { authorizeHostVerb } from '../guard/authorize.js';
 import { loadHostConfig } from '../host/config.js';
 
-const hostScript = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'tine-host.js');
+const hostScript = tineHostScript;
 
 export interface RpcOptions {
   role?: 'agent' | 'human';

@@ -3,9 +3,9 @@
 // whatever the client asks for runs inside that repository's sandbox. The file in the host
 // config (authorizedKeysFile) is the only record: nothing to keep in sync.
 import { createHash } from 'node:crypto';
+import { tineHostScript } from '../host/install.js';
 import { readFileSync, writeFileSync, renameSync, mkdirSync, chmodSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { OpContext } from '../ops/context.js';
 import type { Ref } from '../repo/ref.js';
 import { formatRef } from '../repo/ref.js';
@@ -49,7 +49,7 @@ export function parsePublicKey(text: string, field = 'pubkey'): PublicKey {
   return { type, blob, comment, fingerprint: fingerprintOf(blob) };
 }
 
-const hostBin = () => join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'tine-host.js');
+const hostBin = () => tineHostScript;
 
 /** The forced command: finds this host config, whatever the account's environment. */
 export function gatewayCommand(ctx: OpContext, guid: string): string {
