@@ -39,6 +39,18 @@
           "type": "none"
         }]
       ]
+    },
+    {
+      "target_name": "tine-launch",
+      "conditions": [
+        ["OS=='linux'", {
+          "type": "executable",
+          "sources": ["native/launcher/tine-launch.c"],
+          "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra"]
+        }, {
+          "type": "none"
+        }]
+      ]
     }
   ]
 }

@@ -2,6 +2,7 @@
 // tree and read exec-time environments). Both files are small, so these calls are sync.
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #include <string>
 #include <unordered_set>
@@ -117,11 +118,32 @@ Napi::Value JsProcEnviron(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// SO_PEERCRED of a connected unix socket: who is on the other end, as the kernel saw it
+// at connect(). tine-host serve uses it to run the guard on the caller's process tree.
+Napi::Value JsPeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "fd must be a number");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct ucred cred {};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    SysError e;
+    e.set(errno, "getsockopt", "fd " + std::to_string(fd));
+    throw MakeSystemError(env, e);
+  }
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("pid", Napi::Number::New(env, cred.pid));
+  r.Set("uid", Napi::Number::New(env, cred.uid));
+  r.Set("gid", Napi::Number::New(env, cred.gid));
+  return r;
+}
+
 }  // namespace
 
 void InitProc(Napi::Env env, Napi::Object exports) {
   exports.Set("procStat", Napi::Function::New(env, JsProcStat, "procStat"));
   exports.Set("procEnviron", Napi::Function::New(env, JsProcEnviron, "procEnviron"));
+  exports.Set("peerCredentials", Napi::Function::New(env, JsPeerCredentials, "peerCredentials"));
 }
 
 }  // namespace tine

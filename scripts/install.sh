@@ -31,11 +31,35 @@ if [ ! -d node_modules ] || ! npm ls --depth=0 >/dev/null 2>&1; then
 fi
 npm run build --silent
 
+# `tine` and `tine-host` are the native launcher (build/Release/tine-launch): it asks a
+# running `tine-host serve` for the hot paths (repo exec/connect, rpc) and runs Node for
+# everything else.
 for bin in tine tine-host; do
-  cat > "/usr/local/bin/$bin" <<WRAP
-#!/bin/sh
-exec node "$PWD/dist/src/bin/$bin.js" "\$@"
-WRAP
-  chmod 755 "/usr/local/bin/$bin"
+  rm -f "/usr/local/bin/$bin"
+  ln -s "$PWD/build/Release/tine-launch" "/usr/local/bin/$bin"
 done
 echo "install.sh: tine and tine-host installed in /usr/local/bin (from $PWD)"
+
+# The host daemon, where systemd runs this host; elsewhere start `tine-host serve` under
+# your own supervisor (without it every command still works, through Node).
+if [ -d /run/systemd/system ]; then
+  cat > /etc/systemd/system/tine-host.service <<UNIT
+[Unit]
+Description=tine host daemon (fast path for repo exec/connect and remote requests)
+After=local-fs.target
+
+[Service]
+ExecStart=/usr/local/bin/tine-host serve
+Restart=on-failure
+KillMode=process
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable tine-host.service >/dev/null 2>&1 || true
+  systemctl restart tine-host.service || echo "install.sh: tine-host serve did not start; see journalctl -u tine-host" >&2
+  echo "install.sh: tine-host serve runs under systemd (tine-host.service)"
+else
+  echo "install.sh: no systemd here; run 'tine-host serve' under a supervisor for the fast paths"
+fi

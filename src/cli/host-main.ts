@@ -6,7 +6,9 @@ import { execute, type Envelope } from '../commands/execute.js';
 import { findCommand } from '../commands/registry.js';
 import { renderStep, renderTotal, renderError } from './render.js';
 import type { Caller } from '../ops/context.js';
-import { EXIT } from '../errors.js';
+import { EXIT, toTineError } from '../errors.js';
+import { authorizeHostVerb } from '../guard/authorize.js';
+import { loadHostConfig } from '../host/config.js';
 import { runRpc, type RpcOptions } from '../rpc/server.js';
 
 const ttyCaller: Caller = {
@@ -27,20 +29,25 @@ export function outputMode(g: GlobalOptions): 'json' | 'text' {
   return g.output ?? (process.stdout.isTTY ? 'text' : 'json');
 }
 
-export function printEnvelope(env: Envelope, mode: 'json' | 'text', human?: (d: unknown) => string): void {
-  const tty = Boolean(process.stdout.isTTY);
-  if (mode === 'json') {
-    process.stdout.write(JSON.stringify(env) + '\n');
-    return;
-  }
-  for (const w of env.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
+/** The envelope as the caller sees it: `out` for stdout, `err` for stderr. */
+export function renderEnvelope(env: Envelope, mode: 'json' | 'text', human: ((d: unknown) => string) | undefined, tty: { stdout: boolean; stderr: boolean }): { out: string; err: string } {
+  if (mode === 'json') return { out: JSON.stringify(env) + '\n', err: '' };
+  let out = '';
+  let err = '';
+  for (const w of env.warnings ?? []) err += `warning: ${w}\n`;
   if (env.ok) {
-    if (env.steps?.length) process.stdout.write(renderTotal(env.ms ?? 0, tty) + '\n');
-    if (human) process.stdout.write(human(env.data) + '\n');
-    else process.stdout.write(JSON.stringify(env.data, null, 2) + '\n');
+    if (env.steps?.length) out += renderTotal(env.ms ?? 0, tty.stdout) + '\n';
+    out += (human ? human(env.data) : JSON.stringify(env.data, null, 2)) + '\n';
   } else {
-    process.stderr.write(renderError(env, Boolean(process.stderr.isTTY)) + '\n');
+    err += renderError(env, tty.stderr) + '\n';
   }
+  return { out, err };
+}
+
+export function printEnvelope(env: Envelope, mode: 'json' | 'text', human?: (d: unknown) => string): void {
+  const { out, err } = renderEnvelope(env, mode, human, { stdout: Boolean(process.stdout.isTTY), stderr: Boolean(process.stderr.isTTY) });
+  if (err) process.stderr.write(err);
+  if (out) process.stdout.write(out);
 }
 
 export async function hostMain(argv: string[]): Promise<number> {
@@ -51,6 +58,19 @@ export async function hostMain(argv: string[]): Promise<number> {
     const actor = hostActor(globals.role === 'agent' ? 'agent' : undefined);
     if (name === 'rpc') {
       exitCode = await runRpc(input as RpcOptions, actor);
+      return;
+    }
+    if (name === 'serve') {
+      const { serveHost } = await import('../host/serve.js');
+      try {
+        await authorizeHostVerb({ config: loadHostConfig(), actor }, 'serve');
+      } catch (err) {
+        const e = toTineError(err);
+        printEnvelope({ ok: false, command: name, error: e.toJSON() as Envelope['error'] }, outputMode(globals));
+        exitCode = e.exitCode;
+        return;
+      }
+      exitCode = await serveHost(input as { socket?: string });
       return;
     }
     const mode = outputMode(globals);

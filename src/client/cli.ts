@@ -52,8 +52,15 @@ export function addClientCli(program: Command, repo: Command, go: Go): void {
     .action((ref: string, o: { from: string; withSecrets?: boolean }) => go('repo pull', { ref, from: o.from, withSecrets: o.withSecrets }));
 
   program
+    .command('serve')
+    .description('(host) run the host daemon in the foreground: answers the tine launcher and SSH relays without a Node start-up per command')
+    .option('--socket <path>', 'listen here instead of <runDir>/host.sock')
+    .action((o: { socket?: string }) => go('serve', { socket: o.socket }));
+
+  program
     .command('rpc')
     .description('(host) serve one request from a tine client: JSON in, JSON lines out')
     .option('--request <b64>', 'the request, base64url JSON (instead of stdin)')
-    .action((o: { role?: string; request?: string }) => go('rpc', { role: o.role ?? (program.opts() as { role?: string }).role, request: o.request }));
+    .addOption(new Option('--request-fd <fd>', 'the request line on this inherited fd (the launcher\'s hand-over)').argParser((v) => Number.parseInt(v, 10)).hideHelp())
+    .action((o: { role?: string; request?: string; requestFd?: number }) => go('rpc', { role: o.role ?? (program.opts() as { role?: string }).role, request: o.request, requestFd: o.requestFd }));
 }

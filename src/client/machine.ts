@@ -184,7 +184,13 @@ export async function machineSetup(input: MachineSetupInput, timeline: Timeline)
       const wrapper = `#!/bin/sh\\nexec node ${prefix}/current/dist/src/bin/tine-host.js "$@"\\n`;
       const link = prefix === '/opt/tine' ? `${sudo}ln -sfn ${prefix}/bin/tine-host /usr/local/bin/tine-host;` : '';
       const info = JSON.stringify({ version, hash, release, installedAt: new Date().toISOString() });
-      const r = await runShell(m, `set -e; ${sudo}mkdir -p ${prefix}/bin; ${sudo}ln -sfn ${release} ${prefix}/current; printf '${wrapper}' | ${sudo}tee ${prefix}/bin/tine-host >/dev/null; ${sudo}chmod 755 ${prefix}/bin/tine-host; ${link} printf '%s\\n' ${shellQuote(info)} | ${sudo}tee ${prefix}/install.json >/dev/null`);
+      // The native launcher where it was built (it asks a running tine-host serve first and
+      // starts Node only when it must); the plain Node wrapper otherwise.
+      const launcher = `${prefix}/current/build/Release/tine-launch`;
+      const entry = `if [ -x ${launcher} ]; then ${sudo}ln -sfn ${launcher} ${prefix}/bin/tine-host; else ${sudo}rm -f ${prefix}/bin/tine-host; printf '${wrapper}' | ${sudo}tee ${prefix}/bin/tine-host >/dev/null; ${sudo}chmod 755 ${prefix}/bin/tine-host; fi`;
+      // A running daemon still has the old code: restart it where systemd runs it.
+      const restart = `if [ -d /run/systemd/system ]; then ${sudo}systemctl try-restart tine-host.service 2>/dev/null || true; fi`;
+      const r = await runShell(m, `set -e; ${sudo}mkdir -p ${prefix}/bin; ${sudo}ln -sfn ${release} ${prefix}/current; ${entry}; ${link} printf '%s\\n' ${shellQuote(info)} | ${sudo}tee ${prefix}/install.json >/dev/null; ${restart}`);
       if (r.code !== 0) throw new TineError('SETUP_FAILED', EXIT.failure, `linking on ${m.name} failed: ${r.stderr.trim()}`);
     });
   }

@@ -30,6 +30,9 @@ export interface ExecuteOptions {
   actor: Actor;
   caller: Caller;
   onStep?: StepListener;
+  /** Plan instead of run (passthrough commands with a `plan`): the whole pipeline up to and
+   *  including the guard and its audit record, then the invocation instead of the process. */
+  plan?: { callerEnv: Record<string, string> };
 }
 
 export interface ExecuteResult {
@@ -102,7 +105,8 @@ export async function execute(name: string, raw: unknown, opts: ExecuteOptions):
       }
     }
     await authorize(ctx, spec, input);
-    const data = await spec.run(ctx, input);
+    if (opts.plan && !spec.plan) throw new TineError('NO_PLAN', EXIT.usage, `${name} cannot be planned`);
+    const data = opts.plan ? await spec.plan!(ctx, input, opts.plan.callerEnv) : await spec.run(ctx, input);
     return { envelope: { ok: true, command: name, data, steps: timeline.steps, ms: timeline.elapsed(), ...(warnings.length ? { warnings } : {}) }, exitCode: EXIT.ok };
   } catch (err) {
     const e = toTineError(err);

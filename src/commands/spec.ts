@@ -19,6 +19,10 @@ export interface CommandSpec<I = any> {
   /** Runs a process on the caller's stdio (repo exec/connect): on success no envelope is
    *  printed and the process exits with `data.exitCode`; refusals still get the envelope. */
   passthrough?: boolean;
+  /** For passthrough commands: what would run (the sandbox helper's invocation) instead of
+   *  running it; `tine-host serve` answers the `tine` launcher with it. `callerEnv` is the
+   *  caller's environment (only its allow-listed terminal/locale variables are used). */
+  plan?: (ctx: OpContext, input: I, callerEnv: Record<string, string>) => Promise<unknown> | unknown;
 }
 
 /** A zod string parsed into a Ref; a bad ref becomes an issue naming the field. */

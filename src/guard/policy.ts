@@ -53,6 +53,8 @@ export const POLICY: readonly PolicyEntry[] = [
   { command: 'machine remove', agent: 'machine', does: 'remove a machine' },
   { command: 'machine list', agent: 'read', does: 'list machines' },
   { command: 'rpc', agent: 'dispatch', does: 'serve RPC' },
+  // The host daemon answers root's local requests and SSH relays; each request passes the guard again.
+  { command: 'serve', agent: 'machine', does: 'run the host daemon' },
   // Host halves of push/pull, reached through `tine-host rpc`. Receiving registers a new
   // repository (a create) and sending exports data off the host: both host-wide.
   { command: 'transfer bases', agent: 'read', does: 'list the snapshots held for transfers' },
@@ -72,7 +74,7 @@ export const CONTRACT_COMMANDS: readonly string[] = [
   'audit log', 'audit verify',
   'mcp serve',
   'machine add', 'machine setup', 'machine list', 'machine remove',
-  'rpc', 'sandbox-gateway',
+  'rpc', 'serve', 'sandbox-gateway',
   'transfer bases', 'transfer send', 'transfer receive',
 ];
 

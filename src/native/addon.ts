@@ -68,6 +68,8 @@ export interface NativeAddon {
   procStat(pid: number, procRoot?: string): ProcStat;
   /** Parses `<procRoot ?? '/proc'>/<pid>/environ`; the first of duplicate names wins. */
   procEnviron(pid: number, procRoot?: string): Record<string, string>;
+  /** SO_PEERCRED of a connected unix socket fd (the peer as the kernel saw it at connect). */
+  peerCredentials(fd: number): { pid: number; uid: number; gid: number };
 }
 
 /** The host cannot run tine-host (not Linux, or the addon is missing/broken). Exit code 7. */

@@ -4,6 +4,7 @@
 // actor: agent when the key's role says so, when the client says so, or when its own
 // detection says so; never weaker than any of them.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { tineHostScript } from '../host/install.js';
 import { execute, type Envelope } from '../commands/execute.js';
 import type { Actor } from '../ops/context.js';
@@ -22,11 +23,16 @@ export interface RpcOptions {
   role?: 'agent' | 'human';
   /** The request given as an argument (base64url JSON). */
   request?: string;
+  /** The request line on this inherited fd (the launcher's hand-over: not on argv, and
+   *  stdin left untouched for the stream that follows). */
+  requestFd?: number;
 }
 
-export function emit(ev: RpcEvent): void {
+export type Emit = (ev: RpcEvent) => void;
+
+export const emit: Emit = (ev) => {
   process.stdout.write(JSON.stringify(ev) + '\n');
-}
+};
 
 /** Under a forced command the client's own command line is only in SSH_ORIGINAL_COMMAND; take the request from there, nothing else. */
 function requestFromOriginalCommand(): string | undefined {
@@ -48,13 +54,44 @@ function failEnvelope(command: string, err: unknown): { envelope: Envelope; exit
   return { envelope: { ok: false, command, error: e.toJSON() as Envelope['error'] }, exitCode: e.exitCode };
 }
 
+/** A request line → the request, or the error envelope to answer with. */
+export function parseRequest(raw: unknown): { req: RpcRequest } | { failure: { envelope: Envelope; exitCode: number } } {
+  const parsed = rpcRequestSchema.safeParse(raw);
+  if (parsed.success) return { req: parsed.data };
+  const issue = parsed.error.issues[0]!;
+  const field = issue.path.map(String).join('.') || 'request';
+  return { failure: failEnvelope('rpc', new TineError('INVALID_INPUT', EXIT.usage, `${field}: ${issue.message}`, { field })) };
+}
+
+export function badRequestLine(err: unknown): { envelope: Envelope; exitCode: number } {
+  return err instanceof TineError ? failEnvelope('rpc', err) : failEnvelope('rpc', new TineError('RPC_BAD_REQUEST', EXIT.usage, `request: not JSON: ${(err as Error).message}`));
+}
+
+export const helloEvent = (actor: Actor): RpcEvent => ({ event: 'hello', protocol: PROTOCOL_VERSION, version: packageVersion(), actor: actor.kind, actorReason: actor.reason });
+
+/** Requests that tine-host serve answers itself: everything that runs through execute()
+ *  (not the transfer verbs, which stream, and not exec/connect, which own the terminal). */
+export const answeredByServe = (req: RpcRequest) => !req.argv && !TRANSFER_COMMANDS.has(req.command);
+
+/** One contract command for a remote client: its steps as events, then the result. */
+export async function answerRequest(req: RpcRequest, actor: Actor, out: Emit): Promise<number> {
+  const { envelope, exitCode } = await execute(req.command, req.input, {
+    actor,
+    caller: nonInteractive,
+    onStep: (s) => out({ event: 'step', ...s }),
+  });
+  out({ event: 'result', envelope, exitCode });
+  return exitCode;
+}
+
 export async function runRpc(opts: RpcOptions, hostActor: Actor): Promise<number> {
   const encoded = opts.request ?? requestFromOriginalCommand();
   let raw: unknown;
   let rest: Buffer = Buffer.alloc(0);
   let command = 'rpc';
   try {
-    if (encoded) raw = decodeRequestArg(encoded);
+    if (opts.requestFd !== undefined) raw = JSON.parse(readFileSync(opts.requestFd, 'utf8'));
+    else if (encoded) raw = decodeRequestArg(encoded);
     else {
       const first = await readFirstLine(process.stdin, 1 << 20);
       rest = first.rest;
@@ -62,23 +99,20 @@ export async function runRpc(opts: RpcOptions, hostActor: Actor): Promise<number
       raw = JSON.parse(first.line);
     }
   } catch (err) {
-    const env = err instanceof TineError ? failEnvelope(command, err) : failEnvelope(command, new TineError('RPC_BAD_REQUEST', EXIT.usage, `request: not JSON: ${(err as Error).message}`));
+    const env = badRequestLine(err);
     emit({ event: 'result', ...env });
     return env.exitCode;
   }
-  const parsed = rpcRequestSchema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const field = issue.path.map(String).join('.') || 'request';
-    const env = failEnvelope(command, new TineError('INVALID_INPUT', EXIT.usage, `${field}: ${issue.message}`, { field }));
-    emit({ event: 'result', ...env });
-    return env.exitCode;
+  const parsed = parseRequest(raw);
+  if ('failure' in parsed) {
+    emit({ event: 'result', ...parsed.failure });
+    return parsed.failure.exitCode;
   }
-  const req = parsed.data;
+  const req = parsed.req;
   command = req.command;
   const actor = decideActor(opts.role, req.client, hostActor);
   // exec/connect hand stdout to the program: no event lines there.
-  if (!req.argv) emit({ event: 'hello', protocol: PROTOCOL_VERSION, version: packageVersion(), actor: actor.kind, actorReason: actor.reason });
+  if (!req.argv) emit(helloEvent(actor));
 
   if (TRANSFER_COMMANDS.has(command)) {
     try {
@@ -99,13 +133,7 @@ export async function runRpc(opts: RpcOptions, hostActor: Actor): Promise<number
 
   if (req.argv) return passthrough(req, actor);
 
-  const { envelope, exitCode } = await execute(command, req.input, {
-    actor,
-    caller: nonInteractive,
-    onStep: (s) => emit({ event: 'step', ...s }),
-  });
-  emit({ event: 'result', envelope, exitCode });
-  return exitCode;
+  return answerRequest(req, actor, emit);
 }
 
 function finish(command: string, data: unknown): number {

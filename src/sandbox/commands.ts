@@ -21,6 +21,7 @@ const repoExec: CommandSpec<{ ref: Ref; command: string[] }> = {
   needsHost: true,
   passthrough: true,
   run: async (ctx, i) => (await ops()).execInRepo(ctx, i),
+  plan: async (ctx, i, env) => (await ops()).planPassthrough(ctx, i.ref, i.command, env),
 };
 
 const repoConnect: CommandSpec<{ ref: Ref }> = {
@@ -30,6 +31,7 @@ const repoConnect: CommandSpec<{ ref: Ref }> = {
   needsHost: true,
   passthrough: true,
   run: async (ctx, i) => (await ops()).connectRepo(ctx, i),
+  plan: async (ctx, i, env) => (await ops()).planPassthrough(ctx, i.ref, null, env),
 };
 
 const sandboxGatewaySpec: CommandSpec<{ guid: string; command?: string }> = {

@@ -76,11 +76,19 @@ export interface SandboxRun {
   exit: Promise<number>;
 }
 
+/** The helper's whole command line and environment for one sandboxed command. */
+export interface SandboxInvocation {
+  path: string;
+  args: string[];
+  env: Record<string, string>;
+}
+
 /**
- * Start `argv` inside `repo`'s sandbox. Every namespace, mount, Landlock and privilege step
- * happens in the helper, which aborts (nothing runs) when any fails.
+ * What runs `argv` inside `repo`'s sandbox: the helper, its arguments (status on fd 3) and
+ * the command's environment. runInSandbox spawns it; `tine-host serve` hands it to the
+ * `tine` launcher, which runs it itself (no Node start-up on the exec path).
  */
-export function runInSandbox(ctx: { config: HostConfig }, repo: RepoRecord, argv: string[], opts: SandboxOptions = {}): SandboxRun {
+export function sandboxInvocation(ctx: { config: HostConfig }, repo: RepoRecord, argv: string[], opts: Pick<SandboxOptions, 'pty' | 'env' | 'hookSecrets'> = {}, callerEnv: NodeJS.ProcessEnv = process.env): SandboxInvocation {
   const { config } = ctx;
   if (argv.length === 0) throw new TineError('INVALID_INPUT', EXIT.usage, 'command: is empty', { field: 'command' });
   const args = [
@@ -94,14 +102,34 @@ export function runInSandbox(ctx: { config: HostConfig }, repo: RepoRecord, argv
     ...(opts.pty ? ['--pty'] : []),
     '--', ...argv,
   ];
-  const std = opts.stdio ?? 'inherit';
-  const stdio = (Array.isArray(std) ? [...std.slice(0, 3), 'pipe'] : [std, std, std, 'pipe']) as StdioOptions;
-  const env = sandboxEnv(config, repo, opts.env);
+  const env = sandboxEnv(config, repo, opts.env, callerEnv);
   for (const [k, v] of Object.entries(opts.hookSecrets ?? {})) {
     if (!/^TINE_SECRET_[A-Z][A-Z0-9_]*$/.test(k) || v.includes('\0')) throw new TineError('INVALID_INPUT', EXIT.usage, `hookSecrets: ${k} is not a TINE_SECRET_<KEY> variable`, { field: 'hookSecrets' });
     env[k] = v;
   }
-  const child = spawn(helperPath(), args, { stdio, env });
+  return { path: helperPath(), args, env };
+}
+
+/** The error of a sandbox whose helper reported a failed setup step (nothing ran). */
+export function sandboxFailed(config: HostConfig, ref: string, status: string, helperExit: number | null): TineError {
+  return new TineError('SANDBOX_FAILED', EXIT.failure, `sandbox of ${ref} not started: ${status.trim()}`, {
+    next: config.landlock === 'required' && /Landlock/.test(status)
+      ? [{ description: 'Run on a kernel with Landlock, or (operator only) set "landlock": "off" in the host config' }]
+      : [{ description: 'Check the host (mount namespaces, /dev, the sandbox user), then retry', run: `tine repo exec ${ref} -- true` }],
+    details: { helperExit },
+  });
+}
+
+/**
+ * Start `argv` inside `repo`'s sandbox. Every namespace, mount, Landlock and privilege step
+ * happens in the helper, which aborts (nothing runs) when any fails.
+ */
+export function runInSandbox(ctx: { config: HostConfig }, repo: RepoRecord, argv: string[], opts: SandboxOptions = {}): SandboxRun {
+  const { config } = ctx;
+  const { path, args, env } = sandboxInvocation(ctx, repo, argv, opts);
+  const std = opts.stdio ?? 'inherit';
+  const stdio = (Array.isArray(std) ? [...std.slice(0, 3), 'pipe'] : [std, std, std, 'pipe']) as StdioOptions;
+  const child = spawn(path, args, { stdio, env });
   const signals = opts.forwardSignals ?? ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
   const forward = (sig: NodeJS.Signals) => { child.kill(sig); };
   for (const s of signals) process.on(s, forward);
@@ -117,12 +145,7 @@ export function runInSandbox(ctx: { config: HostConfig }, repo: RepoRecord, argv
     child.on('close', (code, signal) => {
       for (const s of signals) process.off(s, forward);
       if (status) {
-        reject(new TineError('SANDBOX_FAILED', EXIT.failure, `sandbox of ${repo.ref} not started: ${status.trim()}`, {
-          next: config.landlock === 'required' && /Landlock/.test(status)
-            ? [{ description: 'Run on a kernel with Landlock, or (operator only) set "landlock": "off" in the host config' }]
-            : [{ description: 'Check the host (mount namespaces, /dev, the sandbox user), then retry', run: `tine repo exec ${repo.ref} -- true` }],
-          details: { helperExit: code },
-        }));
+        reject(sandboxFailed(config, repo.ref, status, code));
         return;
       }
       resolve(code ?? 128 + (signal ? (constants.signals[signal] ?? 0) : 0));

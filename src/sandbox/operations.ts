@@ -6,7 +6,7 @@ import type { OpContext } from '../ops/context.js';
 import type { Ref } from '../repo/ref.js';
 import { formatRef } from '../repo/ref.js';
 import { type RepoRow, requireRepo, findByGuid, toRecord } from '../repo/registry.js';
-import { runInSandbox } from './helper.js';
+import { runInSandbox, sandboxInvocation, type SandboxInvocation } from './helper.js';
 import { TineError, EXIT, conflict, notFound } from '../errors.js';
 
 export interface PassthroughResult {
@@ -36,6 +36,12 @@ async function runPassthrough(ctx: OpContext, row: RepoRow, argv: string[], pty:
   const record = usable(ctx, row);
   const { exit } = runInSandbox(ctx, record, argv, { pty });
   return { exitCode: await exit };
+}
+
+/** exec/connect for the `tine` launcher: everything but the spawn (see tine-host serve). */
+export function planPassthrough(ctx: OpContext, ref: Ref, argv: string[] | null, callerEnv: Record<string, string>): SandboxInvocation & { ref: string } {
+  const record = usable(ctx, requireRepo(ctx.db, ref));
+  return { ...sandboxInvocation(ctx, record, argv ?? loginShell(), { pty: argv === null }, callerEnv), ref: record.ref };
 }
 
 export function execInRepo(ctx: OpContext, input: { ref: Ref; command: string[] }): Promise<PassthroughResult> {
