@@ -3,10 +3,12 @@
 // tree), fall back to Node for everything else, and only root may ask the daemon anything.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { makeTestHost, type TestHost } from './helpers/host.js';
+import { makeTestHost, tineBin, type TestHost } from './helpers/host.js';
+import { startSshd } from './helpers/sshd.js';
 import { startServe, launcherDir, type Serve } from './helpers/serve.js';
 
 let host: TestHost;
@@ -80,6 +82,22 @@ test.serial('bad input through serve: exit 2 naming the field', async (t) => {
   t.is(missing.code, 3);
 });
 
+test.serial('repo connect through serve: a shell on its own pty, under script', async (t) => {
+  const before = requestsLogged(/exec pid \d+: run app:t1/);
+  const r = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+    const cmd = `printf 'id -u; test -t 0 && echo IS-A-TTY; exit 5\\n' | script -qec '${bins.tine} repo connect app:t1' /dev/null`;
+    const child = spawn('sh', ['-c', cmd], { env: host.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout }); });
+  });
+  t.regex(r.stdout, /^7111\r?$/m, r.stdout);
+  t.regex(r.stdout, /IS-A-TTY/);
+  t.is(r.code, 5);
+  t.is(await logged(/exec pid \d+: run app:t1/, before + 1), before + 1);
+});
+
 test.serial('signals reach the command: SIGTERM to the launcher ends it with 143', async (t) => {
   const child = spawn(bins.tine, ['repo', 'exec', 'app:t1', '--', 'sh', '-c', 'echo up; exec sleep 30'], { env: host.env, stdio: ['ignore', 'pipe', 'pipe'] });
   await new Promise<void>((resolve, reject) => {
@@ -134,6 +152,36 @@ test.serial('a bad request line gets the protocol\'s own error', async (t) => {
   const r = await launch('tine-host', ['rpc'], { input: 'not json\n' });
   t.is(r.code, 2);
   t.is(JSON.parse(r.stdout.trim()).envelope.error.code, 'RPC_BAD_REQUEST');
+});
+
+test.serial('tine -m over a real sshd reaches serve through the launcher on the host', async (t) => {
+  const sshd = await startSshd({ setEnv: { TINE_HOST_CONFIG: host.configPath } });
+  const clientDir = mkdtempSync(join(tmpdir(), 'tine-serve-client-'));
+  const cfgPath = join(clientDir, 'config.json');
+  const env = { ...host.env, ...sshd.env, TINE_CLIENT_CONFIG: cfgPath };
+  const tine = (args: string[]) => spawnSync(process.execPath, [tineBin, ...args, '-o', 'json'], { env, encoding: 'utf8', timeout: 60_000 });
+  try {
+    t.is(tine(['machine', 'add', 'here', '--host', '127.0.0.1', '--port', String(sshd.port), '--key', sshd.humanKey]).status, 0);
+    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    cfg.machines[0].tineHost = bins.tineHost;
+    writeFileSync(cfgPath, JSON.stringify(cfg), { mode: 0o600 });
+    const before = requestsLogged(/rpc pid \d+: repo fork → 0/);
+    const r = tine(['-m', 'here', 'repo', 'fork', 'app', '--tag', 'viassh']);
+    t.is(r.status, 0, r.stdout + r.stderr);
+    t.is(JSON.parse(r.stdout).data.ref, 'app:viassh');
+    t.is(await logged(/rpc pid \d+: repo fork → 0/, before + 1), before + 1, 'answered by serve');
+    // exec keeps its own path (a pty or the caller's stdio): Node on the host, same code.
+    const ex = spawnSync(process.execPath, [tineBin, '-m', 'here', 'repo', 'exec', 'app:viassh', '--', 'sh', '-c', 'exit 6'], { env, encoding: 'utf8', timeout: 60_000 });
+    t.is(ex.status, 6, ex.stderr);
+  } finally {
+    const { closeMaster } = await import('../src/client/ssh.js');
+    const { loadClientConfig } = await import('../src/client/config.js');
+    process.env.TINE_CLIENT_CONFIG = cfgPath;
+    for (const m of loadClientConfig().machines) closeMaster(m);
+    delete process.env.TINE_CLIENT_CONFIG;
+    sshd.stop();
+    rmSync(clientDir, { recursive: true, force: true });
+  }
 });
 
 test.serial('the socket is root-only: the sandbox user cannot connect', (t) => {
