@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <signal.h>
 
 #include <string>
 #include <unordered_set>
@@ -138,12 +140,47 @@ Napi::Value JsPeerCredentials(const Napi::CallbackInfo& info) {
   return r;
 }
 
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77
+#endif
+
+// SO_PEERPIDFD (Linux 6.5+): a pidfd of the peer taken at connect(). Unlike the pid in
+// SO_PEERCRED it cannot come to name another process: pidfdAlive() on it says whether the
+// very process that connected still lives. -1 where the kernel lacks the option.
+Napi::Value JsPeerPidfd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "fd must be a number");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int pidfd = -1;
+  socklen_t len = sizeof pidfd;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) != 0) {
+    if (errno == ENOPROTOOPT || errno == EINVAL) return Napi::Number::New(env, -1);
+    SysError e;
+    e.set(errno, "getsockopt", "fd " + std::to_string(fd));
+    throw MakeSystemError(env, e);
+  }
+  return Napi::Number::New(env, pidfd);
+}
+
+Napi::Value JsPidfdAlive(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "pidfd must be a number");
+  int pidfd = info[0].As<Napi::Number>().Int32Value();
+  if (syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) == 0) return Napi::Boolean::New(env, true);
+  if (errno == ESRCH) return Napi::Boolean::New(env, false);
+  SysError e;
+  e.set(errno, "pidfd_send_signal", "pidfd " + std::to_string(pidfd));
+  throw MakeSystemError(env, e);
+}
+
 }  // namespace
 
 void InitProc(Napi::Env env, Napi::Object exports) {
   exports.Set("procStat", Napi::Function::New(env, JsProcStat, "procStat"));
   exports.Set("procEnviron", Napi::Function::New(env, JsProcEnviron, "procEnviron"));
   exports.Set("peerCredentials", Napi::Function::New(env, JsPeerCredentials, "peerCredentials"));
+  exports.Set("peerPidfd", Napi::Function::New(env, JsPeerPidfd, "peerPidfd"));
+  exports.Set("pidfdAlive", Napi::Function::New(env, JsPidfdAlive, "pidfdAlive"));
 }
 
 }  // namespace tine

@@ -3,7 +3,7 @@
 // tree), fall back to Node for everything else, and only root may ask the daemon anything.
 import test from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -181,6 +181,71 @@ test.serial('tine -m over a real sshd reaches serve through the launcher on the 
     delete process.env.TINE_CLIENT_CONFIG;
     sshd.stop();
     rmSync(clientDir, { recursive: true, force: true });
+  }
+});
+
+test.serial('a caller that is gone before its request is handled is refused, not taken for a human', async (t) => {
+  // A connects and exits; its child B sends an agent's request on the inherited socket. The
+  // pid serve got from SO_PEERCRED is dead by then: the guard must refuse, not see no agent.
+  const marker = join(host.dir, 'dead-caller-ran');
+  const py = `
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+if os.fork() > 0:
+    os._exit(0)
+time.sleep(0.5)
+args = [b'repo', b'exec', b'app', b'--', b'sh', b'-c', b'touch ' + sys.argv[3].encode()]
+s.sendall(b'EXEC %d 0 0\\n' % len(args) + sys.argv[2].encode() + b'\\0' + b''.join(a + b'\\0' for a in args))
+data = b''
+while True:
+    d = s.recv(65536)
+    if not d: break
+    data += d
+sys.stdout.write(data.decode(errors='replace'))
+`;
+  const r = await new Promise<string>((resolve) => {
+    const child = spawn('python3', ['-c', py, serve.socket, host.configPath, marker], { env: { ...host.env, TINE_AGENT: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    const timer = setTimeout(() => resolve(out), 20_000);
+    child.stdout.on('close', () => { clearTimeout(timer); resolve(out); });
+  });
+  t.regex(r, /^EXIT 4 /, r);
+  t.regex(r, /CALLER_UNVERIFIED/);
+  t.false(existsSync(marker));
+});
+
+test.serial('exec sent as a plain rpc request is never run inside the daemon', async (t) => {
+  const req = { command: 'repo exec', input: { ref: 'app:t1', command: ['sh', '-c', 'exit 3'] } };
+  const r = await launch('tine-host', ['rpc'], { input: JSON.stringify(req) + '\n' });
+  t.is(await logged(/rpc pid \d+: fallback repo exec/, 1), 1);
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout.trim().split('\n').map((l) => JSON.parse(l)).at(-1).envelope.data.exitCode, 3);
+});
+
+test.serial('the launcher runs only what a root daemon answers: a non-root listener is ignored', async (t) => {
+  // A config (root-owned, as the launcher requires) whose run dir holds a socket that the
+  // sandbox user listens on, answering RUN with a command of its choice.
+  const dir = mkdtempSync(join(tmpdir(), 'tine-fake-serve-'));
+  chmodSync(dir, 0o755);
+  const runDir = join(dir, 'run');
+  const marker = join(dir, 'fake-ran');
+  spawnSync('install', ['-d', '-o', '7111', '-g', '7111', '-m', '0755', runDir]);
+  const cfg = join(dir, 'host.json');
+  writeFileSync(cfg, JSON.stringify({ runDir, stateDir: join(dir, 'state'), datastore: join(dir, 'ds'), pool: null }));
+  const fake = spawn(process.execPath, ['-e', `require('net').createServer((c) => { c.on('data', () => c.end('RUN 3 0 json\\n/bin/sh\\0-c\\0touch ${marker}\\0\\0\\0')); }).listen(${JSON.stringify(join(runDir, 'host.sock'))}, () => console.log('up'))`], { uid: 7111, gid: 7111, stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const t0 = setTimeout(() => reject(new Error('fake server did not start')), 10_000);
+      fake.stdout!.once('data', () => { clearTimeout(t0); resolve(); });
+    });
+    const r = await launch('tine', ['repo', 'exec', 'x:y', '--', 'true'], { env: { TINE_HOST_CONFIG: cfg } });
+    t.not(r.code, 0);
+    t.false(existsSync(marker), 'the non-root answer was not executed');
+  } finally {
+    fake.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

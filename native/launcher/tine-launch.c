@@ -27,6 +27,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef NSIG
+#define NSIG 65
+#endif
+
 #define MAX_RESPONSE (16 << 20)
 #define MAX_REQUEST_LINE (1 << 20)
 
@@ -71,22 +75,34 @@ static void exec_node(const char *script, int argc, char **argv, const char *ext
   exit(127);
 }
 
-// <runDir>/host.sock, runDir read from the host config (a plain "runDir": "…" string; a
-// value with escapes is not ours to guess: then no fast path).
-static int socket_path(char *out, size_t size) {
+// The host config this process uses (as tine-host would pick it).
+static const char *config_path(void) {
   const char *cfg = getenv("TINE_HOST_CONFIG");
-  if (!cfg || !*cfg) cfg = "/etc/tine/host.json";
+  return cfg && *cfg ? cfg : "/etc/tine/host.json";
+}
+
+// <runDir>/host.sock, runDir read from the host config (a plain "runDir": "…" string; a
+// value with escapes is not ours to guess: then no fast path). Honoured only from a config
+// that root owns and no one else may write: the socket's answer is executed as root.
+static int socket_path(char *out, size_t size) {
+  const char *cfg = config_path();
   const char *run_dir = "/run/tine";
   char buf[65536];
   char value[PATH_MAX];
   int fd = open(cfg, O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_uid != 0 || (st.st_mode & 022)) {
+      close(fd);
+      return -1;
+    }
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n < 0) return -1;
     buf[n] = 0;
     char *key = strstr(buf, "\"runDir\"");
     if (key) {
+      if (strstr(key + 1, "\"runDir\"")) return -1;  // two of them: JSON.parse would take the last
       char *p = key + 8;
       while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
       if (*p++ != ':') return -1;
@@ -105,16 +121,33 @@ static int socket_path(char *out, size_t size) {
   return 0;
 }
 
+// A connection to root's tine-host serve, or -1. Whoever listens must be root: its answer
+// is run as root.
 static int connect_daemon(void) {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (socket_path(addr.sun_path, sizeof addr.sun_path) != 0) return -1;
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
-  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != 0) {
     close(fd);
     return -1;
   }
   return fd;
+}
+
+// To the daemon: never SIGPIPE (a daemon that went away means "fall back", not death).
+static int send_all(int fd, const void *data, size_t len) {
+  const char *p = data;
+  while (len > 0) {
+    ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
 }
 
 static int write_all(int fd, const void *data, size_t len) {
@@ -169,38 +202,61 @@ static char **take_strings(char **p, char *end, int count) {
   return out;
 }
 
-static void json_string(FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c == '\n') fputs("\\n", f);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
-
 static volatile pid_t child_pid;
 
 static void forward_signal(int sig) {
   if (child_pid > 0) kill(child_pid, sig);
 }
 
+// Write a failure template with the helper's status where \x01 (text) or \u0001 (JSON) is.
+static void write_template(int fd, const char *tpl, const char *status) {
+  for (const char *p = tpl; *p;) {
+    if (*p == 1) {
+      write_all(fd, status, strlen(status));
+      p++;
+    } else if (!strncmp(p, "\\u0001", 6)) {
+      for (const char *c = status; *c; c++) {
+        unsigned char ch = (unsigned char)*c;
+        char esc[8];
+        if (ch == '"' || ch == '\\') snprintf(esc, sizeof esc, "\\%c", ch);
+        else if (ch == '\n') snprintf(esc, sizeof esc, "\\n");
+        else if (ch < 0x20) snprintf(esc, sizeof esc, "\\u%04x", ch);
+        else esc[0] = (char)ch, esc[1] = 0;
+        write_all(fd, esc, strlen(esc));
+      }
+      p += 6;
+    } else {
+      const char *next = p + 1;
+      while (*next && *next != 1 && *next != '\\') next++;
+      write_all(fd, p, (size_t)(next - p));
+      p = next;
+    }
+  }
+}
+
 // Run the sandbox helper as serve planned it: status on fd 3, signals forwarded, its code out.
-static int run_planned(char **argv, char **envp, const char *mode, const char *ref, const char *command) {
+static int run_planned(char **argv, char **envp, const char *fail_out, const char *fail_err) {
   int status_pipe[2];
   if (pipe2(status_pipe, O_CLOEXEC) != 0) die("pipe");
   const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+  sigset_t forwarded, old;
+  sigemptyset(&forwarded);
+  for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaddset(&forwarded, sigs[i]);
   struct sigaction sa = {.sa_handler = forward_signal};
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
   for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
+  // Held until the child's pid is known, so none is lost between fork and child_pid.
+  sigprocmask(SIG_BLOCK, &forwarded, &old);
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
+    // The helper starts as Node would start it: every signal default, nothing blocked.
     struct sigaction dfl = {.sa_handler = SIG_DFL};
-    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &dfl, NULL);
+    for (int sig = 1; sig < NSIG; sig++) sigaction(sig, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
     if (status_pipe[1] == 3) {
       fcntl(3, F_SETFD, 0);
     } else if (dup2(status_pipe[1], 3) != 3) {
@@ -211,6 +267,7 @@ static int run_planned(char **argv, char **envp, const char *mode, const char *r
     _exit(125);
   }
   child_pid = pid;
+  sigprocmask(SIG_SETMASK, &old, NULL);
   close(status_pipe[1]);
   int wstatus = 0;
   while (waitpid(pid, &wstatus, 0) < 0) {
@@ -223,21 +280,8 @@ static int run_planned(char **argv, char **envp, const char *mode, const char *r
   if (n > 0) {
     status[n] = 0;
     while (n > 0 && (status[n - 1] == '\n' || status[n - 1] == ' ')) status[--n] = 0;
-    if (!strcmp(mode, "json")) {
-      printf("{\"ok\":false,\"command\":");
-      json_string(stdout, command);
-      printf(",\"error\":{\"code\":\"SANDBOX_FAILED\",\"message\":");
-      char message[8192];
-      snprintf(message, sizeof message, "sandbox of %s not started: %s", ref, status);
-      json_string(stdout, message);
-      printf(",\"next\":[{\"description\":\"Check the host (mount namespaces, /dev, the sandbox user), then retry\",\"run\":");
-      snprintf(message, sizeof message, "tine repo exec %s -- true", ref);
-      json_string(stdout, message);
-      printf("}]}}\n");
-      fflush(stdout);
-    } else {
-      fprintf(stderr, "error: SANDBOX_FAILED: sandbox of %s not started: %s\n", ref, status);
-    }
+    write_template(1, fail_out, status);
+    write_template(2, fail_err, status);
     return 1;
   }
   if (WIFEXITED(wstatus)) return WEXITSTATUS(wstatus);
@@ -255,16 +299,17 @@ static void fast_exec(int argc, char **argv) {
   int mask = (isatty(0) ? 1 : 0) | (isatty(1) ? 2 : 0) | (isatty(2) ? 4 : 0);
   char header[64];
   int hl = snprintf(header, sizeof header, "EXEC %d %d %d\n", argc - 1, envc, mask);
-  if (write_all(fd, header, (size_t)hl) != 0) goto fallback;
+  if (send_all(fd, header, (size_t)hl) != 0) goto fallback;
+  if (send_all(fd, config_path(), strlen(config_path()) + 1) != 0) goto fallback;
   for (int i = 1; i < argc; i++)
-    if (write_all(fd, argv[i], strlen(argv[i]) + 1) != 0) goto fallback;
+    if (send_all(fd, argv[i], strlen(argv[i]) + 1) != 0) goto fallback;
   for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
     const char *v = getenv(names[i]);
     if (!v) continue;
     char kv[4096];
     int n = snprintf(kv, sizeof kv, "%s=%s", names[i], v);
     if (n < 0 || (size_t)n >= sizeof kv) kv[0] = 0, n = 0;
-    if (write_all(fd, kv, (size_t)n + 1) != 0) goto fallback;
+    if (send_all(fd, kv, (size_t)n + 1) != 0) goto fallback;
   }
   size_t len = 0;
   char *resp = read_all(fd, &len);
@@ -293,7 +338,7 @@ static void fast_exec(int argc, char **argv) {
       fprintf(stderr, "tine: a malformed answer from tine-host serve\n");
       exit(1);
     }
-    exit(run_planned(args, envp, mode, tail[0], tail[1]));
+    exit(run_planned(args, envp, tail[0], tail[1]));
   }
   return;  // FALLBACK, or an answer this launcher does not know
 fallback:
@@ -304,9 +349,8 @@ fallback:
 static void relay_rpc(int argc, char **argv, const char *role) {
   const char *orig = getenv("SSH_ORIGINAL_COMMAND");
   if (orig && strstr(orig, "--request")) return;  // exec/connect: their own path
-  int fd = connect_daemon();
-  if (fd < 0) return;
-  // The request line, byte by byte: what follows it on stdin (a transfer's stream) is not ours.
+  // The request line first (the daemon drops a connection that sends nothing for 10 s),
+  // byte by byte: what follows it on stdin (a transfer's stream) is not ours.
   char *line = malloc(MAX_REQUEST_LINE);
   if (!line) die("out of memory");
   size_t n = 0;
@@ -318,11 +362,12 @@ static void relay_rpc(int argc, char **argv, const char *role) {
     if (n == MAX_REQUEST_LINE) break;
     line[n++] = c;
   }
+  int fd = connect_daemon();
   char header[64];
   int hl = snprintf(header, sizeof header, "RPC %s %zu\n", role ? "agent" : "-", n);
   char answer[16];
   size_t an = 0;
-  if (write_all(fd, header, (size_t)hl) == 0 && write_all(fd, line, n) == 0) {
+  if (fd >= 0 && send_all(fd, header, (size_t)hl) == 0 && send_all(fd, config_path(), strlen(config_path()) + 1) == 0 && send_all(fd, line, n) == 0) {
     while (an < sizeof answer - 1) {
       ssize_t r = read(fd, answer + an, 1);
       if (r < 0 && errno == EINTR) continue;
@@ -332,9 +377,9 @@ static void relay_rpc(int argc, char **argv, const char *role) {
   }
   answer[an] = 0;
   if (strcmp(answer, "STREAM") != 0) {
-    // FALLBACK (a transfer verb), or the daemon went away: Node gets the line on an
-    // inherited memfd (not on argv, where ps would show it) and stdin as it is.
-    close(fd);
+    // FALLBACK (a transfer verb, a long command), no daemon, or it went away: Node gets
+    // the line on an inherited memfd (not on argv, where ps would show it) and stdin as is.
+    if (fd >= 0) close(fd);
     int mfd = memfd_create("tine-rpc-request", 0);
     if (mfd < 0 || write_all(mfd, line, n) != 0 || lseek(mfd, 0, SEEK_SET) != 0) die("memfd");
     char fdarg[16];
@@ -359,6 +404,7 @@ static void relay_rpc(int argc, char **argv, const char *role) {
       if (buf[i] != '\n') continue;
       if (pending[0] == 0) {
         int code = 1;
+        pending[pn - 1] = 0;
         if (pn > 6 && sscanf(pending + 1, "EXIT %d", &code) == 1) exit(code);
         exit(1);
       }

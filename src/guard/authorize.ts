@@ -44,7 +44,7 @@ export async function authorize(ctx: OpContext, spec: CommandSpec, input: unknow
   const record = {
     actor: who.kind,
     reason: who.reason,
-    pid: process.pid,
+    pid: ctx.actor.pid ?? process.pid,
     via: 'tine-host' as const,
     command: spec.name,
     ...(target ? { ref: formatRef(target.ref) } : {}),

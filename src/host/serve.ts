@@ -11,19 +11,27 @@
 //
 // Anything else is answered FALLBACK and the launcher starts Node as before, so the daemon
 // is an accelerator, never a second implementation: both paths call execute().
-// Requests are handled one at a time: the guard's detection is per process state.
+// Requests are handled one at a time (the guard's detection and several temp names are per
+// process), so only short commands are answered here; long ones (up, down, delete…) and
+// exec/connect themselves (which own a terminal) always go to Node.
 //
-// Wire format (launcher → serve), a header line then NUL-terminated strings:
-//   EXEC <argc> <envc> <ttymask>\n  argv…\0 env K=V…\0         ttymask: 1 stdin 2 stdout 4 stderr
-//   RPC <agent|-> <len>\n  <len bytes: the request line>
+// Who asks: the caller's pid from SO_PEERCRED, pinned by SO_PEERPIDFD (or its start time):
+// the guard walks that pid's tree and the answer counts only if the very process that
+// connected still lived after the walk. A caller that is gone, or whose /proc is unreadable,
+// is refused: a dead or reused pid must never read as "no agent here".
+//
+// Wire format (launcher → serve), a header line, the launcher's host config path, then:
+//   EXEC <argc> <envc> <ttymask>\n config\0 argv…\0 env K=V…\0   ttymask: 1 stdin 2 stdout 4 stderr
+//   RPC <agent|-> <len>\n config\0 <len bytes: the request line>
 // serve → launcher:
-//   FALLBACK\n
+//   FALLBACK\n                                   (also when the config is not serve's own)
 //   EXIT <code> <outlen> <errlen>\n <stdout bytes><stderr bytes>
-//   RUN <argc> <envc> <json|text>\n  path+args…\0 env…\0 ref\0 command\0
+//   RUN <argc> <envc> <json|text>\n path+args…\0 env…\0 failure-out\0 failure-err\0
+//       (the SANDBOX_FAILED rendering, with \x01 where the helper's status goes)
 //   STREAM\n  JSON lines…  \0EXIT <code>\n
 import { createServer, connect, type Socket } from 'node:net';
-import { chmodSync, mkdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, closeSync, lstatSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve as resolvePath } from 'node:path';
 import { loadHostConfig, type HostConfig } from './config.js';
 import { execute } from '../commands/execute.js';
 import { findCommand } from '../commands/registry.js';
@@ -35,6 +43,8 @@ import { renderEnvelope } from '../cli/host-main.js';
 import { answerRequest, answeredByServe, badRequestLine, decideActor, helloEvent, parseRequest } from '../rpc/server.js';
 import type { RpcEvent } from '../rpc/protocol.js';
 import { TineError, EXIT, conflict } from '../errors.js';
+import { sandboxFailed } from '../sandbox/helper.js';
+import { ownerAlive } from '../repo/intents.js';
 
 /** Largest request accepted (argv of an exec, or one RPC request line). */
 const MAX_REQUEST_BYTES = 4 << 20;
@@ -48,11 +58,23 @@ export const hostSocketPath = (config: Pick<HostConfig, 'runDir'>) => join(confi
 interface Peer {
   pid: number;
   uid: number;
+  /** SO_PEERPIDFD, or -1 (then `start` pins the pid). */
+  pidfd: number;
+  start: number;
 }
 
 type Request =
-  | { kind: 'exec'; argv: string[]; env: Record<string, string>; tty: { stdin: boolean; stdout: boolean; stderr: boolean } }
-  | { kind: 'rpc'; role: 'agent' | undefined; line: Buffer };
+  | { kind: 'exec'; config: string; argv: string[]; env: Record<string, string>; tty: { stdin: boolean; stdout: boolean; stderr: boolean } }
+  | { kind: 'rpc'; config: string; role: 'agent' | undefined; line: Buffer };
+
+/** Commands the daemon answers for a relay: short ones. The rest go to Node (concurrent). */
+const SERVED_RPC = new Set(['repo list', 'repo info', 'repo fork', 'repo create', 'repo secret get', 'repo secret list', 'repo secret set', 'repo secret unset', 'repo key list', 'audit log', 'audit verify']);
+
+function servedHere(command: string, input: Record<string, unknown>): boolean {
+  if (!SERVED_RPC.has(command)) return false;
+  // fork --up starts a daemon; create --from copies a tree: both may take long.
+  return !(command === 'repo fork' && input.up) && !(command === 'repo create' && input.from);
+}
 
 /** Parse a complete request from the bytes read so far; null = need more bytes. */
 export function parseFrame(buf: Buffer): Request | null {
@@ -62,13 +84,20 @@ export function parseFrame(buf: Buffer): Request | null {
     return null;
   }
   const header = buf.subarray(0, nl).toString('latin1').split(' ');
-  const body = buf.subarray(nl + 1);
+  const afterHeader = buf.subarray(nl + 1);
+  const cfgEnd = afterHeader.indexOf(0);
+  if (cfgEnd < 0) {
+    if (afterHeader.length > 4096) throw new Error('config path too long');
+    return null;
+  }
+  const config = afterHeader.subarray(0, cfgEnd).toString('utf8');
+  const body = afterHeader.subarray(cfgEnd + 1);
   if (header[0] === 'RPC' && header.length === 3) {
     const len = Number(header[2]);
     if (!Number.isInteger(len) || len < 0 || len > MAX_REQUEST_BYTES) throw new Error('bad RPC length');
     if (header[1] !== 'agent' && header[1] !== '-') throw new Error('bad RPC role');
     if (body.length < len) return null;
-    return { kind: 'rpc', role: header[1] === 'agent' ? 'agent' : undefined, line: body.subarray(0, len) };
+    return { kind: 'rpc', config, role: header[1] === 'agent' ? 'agent' : undefined, line: body.subarray(0, len) };
   }
   if (header[0] === 'EXEC' && header.length === 4) {
     const [argc, envc, mask] = header.slice(1).map(Number) as [number, number, number];
@@ -86,7 +115,7 @@ export function parseFrame(buf: Buffer): Request | null {
       const eq = kv.indexOf('=');
       if (eq > 0 && CALLER_ENV.has(kv.slice(0, eq))) env[kv.slice(0, eq)] = kv.slice(eq + 1);
     }
-    return { kind: 'exec', argv: strings.slice(0, argc), env, tty: { stdin: Boolean(mask & 1), stdout: Boolean(mask & 2), stderr: Boolean(mask & 4) } };
+    return { kind: 'exec', config, argv: strings.slice(0, argc), env, tty: { stdin: Boolean(mask & 1), stdout: Boolean(mask & 2), stderr: Boolean(mask & 4) } };
   }
   throw new Error(`unknown request ${JSON.stringify(header[0]).slice(0, 20)}`);
 }
@@ -119,12 +148,29 @@ export function plannable(argv: string[]): { name: 'repo exec' | 'repo connect';
   return { name: 'repo exec', input: { ref, command }, output };
 }
 
-/** The guard's detection on the caller's process tree (the launcher's pid, from SO_PEERCRED). */
+/**
+ * The guard's detection on the caller's process tree (the launcher's pid, from SO_PEERCRED).
+ * Fail closed: a caller whose own /proc entry cannot be read, or that is no longer the
+ * process that connected once the walk is done, is refused (a dead caller's chain is empty,
+ * and an empty chain would otherwise read as a human).
+ */
 function callerActor(config: HostConfig & { configPath: string; configExists: boolean }, peer: Peer, role: 'agent' | undefined): Actor {
   let who = detect(new NativeProcReader(trustedProcRoot(config)), { pid: peer.pid, env: {} });
+  const native = loadNative();
+  const stillThere = peer.pidfd >= 0 ? native.pidfdAlive(peer.pidfd) : ownerAlive(peer.pid, peer.start);
+  if (who.walk.levels === 0 || !stillThere) {
+    throw new TineError('CALLER_UNVERIFIED', EXIT.refused, `the calling process ${peer.pid} ${stillThere ? 'could not be read' : 'is gone'}, so the guard cannot tell who asks`, {
+      next: [{ description: 'Run the command from a process that waits for its answer' }],
+    });
+  }
   if (role === 'agent') who = withAgentRole(who, '--role agent', {});
   setProcessDetection(who);
-  return { kind: who.kind, reason: who.reason };
+  return { kind: who.kind, reason: who.reason, pid: peer.pid };
+}
+
+/** The caller's host config must be the daemon's own: another install is not ours to answer. */
+function sameConfig(config: { configPath: string }, theirs: string): boolean {
+  return resolvePath(theirs || '/etc/tine/host.json') === resolvePath(config.configPath);
 }
 
 const nulJoin = (xs: string[]) => Buffer.concat(xs.map((x) => Buffer.from(x + '\0', 'utf8')));
@@ -136,24 +182,36 @@ function exitFrame(code: number, out: string, err: string): Buffer {
 }
 
 async function answerExec(sock: Socket, peer: Peer, req: Extract<Request, { kind: 'exec' }>): Promise<string> {
+  const config = loadHostConfig();
   const wanted = plannable(req.argv);
-  if (!wanted) {
+  if (!wanted || !sameConfig(config, req.config)) {
     sock.end('FALLBACK\n');
     return 'fallback';
   }
-  const config = loadHostConfig();
-  const actor = callerActor(config, peer, undefined);
   const mode = wanted.output ?? (req.tty.stdout ? 'text' : 'json');
-  const { envelope, exitCode } = await execute(wanted.name, wanted.input, { actor, caller: nonInteractive, plan: { callerEnv: req.env } });
+  const tty = { stdout: req.tty.stdout, stderr: req.tty.stderr };
+  const human = findCommand(wanted.name)?.human;
+  let result;
+  try {
+    const actor = callerActor(config, peer, undefined);
+    result = await execute(wanted.name, wanted.input, { actor, caller: nonInteractive, plan: { callerEnv: req.env } });
+  } catch (err) {
+    const e = err instanceof TineError ? err : new TineError('INTERNAL', EXIT.failure, (err as Error).message);
+    result = { envelope: { ok: false, command: wanted.name, error: e.toJSON() as never }, exitCode: e.exitCode };
+  }
+  const { envelope, exitCode } = result;
   if (!envelope.ok) {
-    const { out, err } = renderEnvelope(envelope, mode, findCommand(wanted.name)?.human, { stdout: req.tty.stdout, stderr: req.tty.stderr });
+    const { out, err } = renderEnvelope(envelope, mode, human, tty);
     sock.end(exitFrame(exitCode, out, err));
     return `refused ${envelope.error?.code}`;
   }
   const plan = envelope.data as { path: string; args: string[]; env: Record<string, string>; ref: string };
   const argv = [plan.path, ...plan.args];
   const env = Object.entries(plan.env).map(([k, v]) => `${k}=${v}`);
-  sock.end(Buffer.concat([Buffer.from(`RUN ${argv.length} ${env.length} ${mode}\n`), nulJoin(argv), nulJoin(env), nulJoin([plan.ref, wanted.name])]));
+  // How a sandbox that could not be built is reported, exactly as the Node path renders it.
+  const failed = sandboxFailed(config, plan.ref, '\x01', 125);
+  const failure = renderEnvelope({ ok: false, command: wanted.name, error: failed.toJSON() as never }, mode, human, tty);
+  sock.end(Buffer.concat([Buffer.from(`RUN ${argv.length} ${env.length} ${mode}\n`), nulJoin(argv), nulJoin(env), nulJoin([failure.out, failure.err])]));
   return `run ${plan.ref}`;
 }
 
@@ -176,13 +234,22 @@ async function answerRpc(sock: Socket, peer: Peer, req: Extract<Request, { kind:
     sock.end(`\0EXIT ${parsed.failure.exitCode}\n`);
     return 'bad request';
   }
-  if (!answeredByServe(parsed.req)) {
+  const config = loadHostConfig();
+  if (!answeredByServe(parsed.req) || !servedHere(parsed.req.command, parsed.req.input) || !sameConfig(config, req.config)) {
     sock.end('FALLBACK\n');
     return `fallback ${parsed.req.command}`;
   }
-  const config = loadHostConfig();
-  const hostSide = callerActor(config, peer, req.role);
-  const actor = decideActor(req.role, parsed.req.client, hostSide);
+  let hostSide: Actor;
+  try {
+    hostSide = callerActor(config, peer, req.role);
+  } catch (err) {
+    const e = err as TineError;
+    sock.write('STREAM\n');
+    out({ event: 'result', envelope: { ok: false, command: parsed.req.command, error: e.toJSON() as never }, exitCode: e.exitCode });
+    sock.end(`\0EXIT ${e.exitCode}\n`);
+    return `refused ${e.code}`;
+  }
+  const actor = { ...decideActor(req.role, parsed.req.client, hostSide), pid: peer.pid };
   sock.write('STREAM\n');
   out(helloEvent(actor));
   const code = await answerRequest(parsed.req, actor, out);
@@ -229,24 +296,76 @@ function isLive(path: string): Promise<boolean> {
 }
 
 /** Run the daemon until SIGTERM/SIGINT. */
+/**
+ * One daemon per install: a pidfile (pid + start time) taken with O_EXCL; a stale one (its
+ * owner dead) is replaced. The socket is unlinked on stop only while it is still ours.
+ */
+function takePidfile(file: string): () => void {
+  const mine = `${process.pid} ${loadNative().procStat(process.pid).starttime}\n`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, mine, { flag: 'wx', mode: 0o600 });
+      return () => {
+        try {
+          if (readFileSync(file, 'utf8') === mine) rmSync(file, { force: true });
+        } catch {
+          /* gone */
+        }
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const [pid, start] = readFileSync(file, 'utf8').trim().split(' ').map(Number);
+      if (pid && start !== undefined && ownerAlive(pid, start)) {
+        throw conflict('SERVE_RUNNING', `tine-host serve already runs here (pid ${pid})`, [{ description: 'Leave it (one is enough), or stop it first', run: `kill ${pid}` }]);
+      }
+      rmSync(file, { force: true });
+    }
+  }
+  throw conflict('SERVE_RUNNING', `could not take ${file}`, []);
+}
+
+/** The run dir holds a root-only socket that root's launcher trusts: it must be root's alone. */
+function checkRunDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o711 });
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) {
+    throw new TineError('RUN_DIR_UNSAFE', EXIT.failure, `${dir} is not a root-owned directory that only root may write (uid ${st.uid}, mode ${(st.mode & 0o7777).toString(8)})`, {
+      next: [{ description: 'Make it root-owned and not group/other-writable', run: `chown root:root ${dir} && chmod 711 ${dir}` }],
+    });
+  }
+}
+
+/** Run the daemon until SIGTERM/SIGINT. */
 export async function serveHost(opts: { socket?: string }): Promise<number> {
   const config = loadHostConfig();
   if (process.getuid?.() !== 0) throw new TineError('HOST_UNSUPPORTED', EXIT.unsupported, 'tine-host serve needs root');
   const native = loadNative();
   const path = opts.socket ?? hostSocketPath(config);
-  mkdirSync(config.runDir, { recursive: true, mode: 0o755 });
+  checkRunDir(config.runDir);
+  const releasePidfile = takePidfile(join(config.runDir, 'host.pid'));
   if (await isLive(path)) {
+    releasePidfile();
     throw conflict('SERVE_RUNNING', `a tine-host serve already answers on ${path}`, [{ description: 'Stop it first (or leave it: one is enough)' }]);
   }
   rmSync(path, { force: true });
   const log = (msg: string) => process.stderr.write(`tine-host serve: ${msg}\n`);
   let queue: Promise<void> = Promise.resolve();
-  const server = createServer((sock) => {
+  // allowHalfOpen: a client may shut down its sending side and still read the answer.
+  const server = createServer({ allowHalfOpen: true }, (sock) => {
     let peer: Peer;
     try {
       const fd = (sock as unknown as { _handle?: { fd?: number } })._handle?.fd;
       if (typeof fd !== 'number' || fd < 0) throw new Error('no fd');
-      peer = native.peerCredentials(fd);
+      const cred = native.peerCredentials(fd);
+      const pidfd = native.peerPidfd(fd);
+      let start = -1;
+      try {
+        start = native.procStat(cred.pid).starttime;
+      } catch {
+        /* gone already: callerActor refuses */
+      }
+      peer = { ...cred, pidfd, start };
+      if (pidfd >= 0) sock.once('close', () => { try { closeSync(pidfd); } catch { /* closed */ } });
     } catch (err) {
       log(`dropped a connection: no peer credentials (${(err as Error).message})`);
       sock.destroy();
@@ -287,11 +406,17 @@ export async function serveHost(opts: { socket?: string }): Promise<number> {
     });
   });
   chmodSync(path, 0o600);
+  const ours = statSync(path).ino;
   log(`listening on ${path} (pid ${process.pid})`);
   return new Promise<number>((resolve) => {
     const stop = () => {
       server.close();
-      rmSync(path, { force: true });
+      try {
+        if (statSync(path).ino === ours) rmSync(path, { force: true });
+      } catch {
+        /* gone */
+      }
+      releasePidfile();
       resolve(0);
     };
     process.once('SIGTERM', stop);

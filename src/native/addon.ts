@@ -70,6 +70,10 @@ export interface NativeAddon {
   procEnviron(pid: number, procRoot?: string): Record<string, string>;
   /** SO_PEERCRED of a connected unix socket fd (the peer as the kernel saw it at connect). */
   peerCredentials(fd: number): { pid: number; uid: number; gid: number };
+  /** SO_PEERPIDFD: a pidfd of the very process that connected (-1: kernel < 6.5). The caller closes it. */
+  peerPidfd(fd: number): number;
+  /** pidfd_send_signal(pidfd, 0): does that process still live? */
+  pidfdAlive(pidfd: number): boolean;
 }
 
 /** The host cannot run tine-host (not Linux, or the addon is missing/broken). Exit code 7. */

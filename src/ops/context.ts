@@ -11,6 +11,8 @@ export interface Actor {
   kind: ActorKind;
   /** Why: which signal (e.g. "CLAUDECODE=1 in pid 4242") or role decided it. */
   reason: string;
+  /** The calling process, when it is not this one (tine-host serve): for the audit record. */
+  pid?: number;
 }
 
 export interface Caller {

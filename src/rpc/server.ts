@@ -4,7 +4,7 @@
 // actor: agent when the key's role says so, when the client says so, or when its own
 // detection says so; never weaker than any of them.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import { tineHostScript } from '../host/install.js';
 import { execute, type Envelope } from '../commands/execute.js';
 import type { Actor } from '../ops/context.js';
@@ -71,7 +71,7 @@ export const helloEvent = (actor: Actor): RpcEvent => ({ event: 'hello', protoco
 
 /** Requests that tine-host serve answers itself: everything that runs through execute()
  *  (not the transfer verbs, which stream, and not exec/connect, which own the terminal). */
-export const answeredByServe = (req: RpcRequest) => !req.argv && !TRANSFER_COMMANDS.has(req.command);
+export const answeredByServe = (req: RpcRequest) => !req.argv && !TRANSFER_COMMANDS.has(req.command) && !PASSTHROUGH_COMMANDS.has(req.command);
 
 /** One contract command for a remote client: its steps as events, then the result. */
 export async function answerRequest(req: RpcRequest, actor: Actor, out: Emit): Promise<number> {
@@ -90,7 +90,12 @@ export async function runRpc(opts: RpcOptions, hostActor: Actor): Promise<number
   let rest: Buffer = Buffer.alloc(0);
   let command = 'rpc';
   try {
-    if (opts.requestFd !== undefined) raw = JSON.parse(readFileSync(opts.requestFd, 'utf8'));
+    if (opts.requestFd !== undefined) {
+      const text = readFileSync(opts.requestFd, 'utf8');
+      // Not left open for the children this process starts (hooks, helpers).
+      closeSync(opts.requestFd);
+      raw = JSON.parse(text);
+    }
     else if (encoded) raw = decodeRequestArg(encoded);
     else {
       const first = await readFirstLine(process.stdin, 1 << 20);
