@@ -24,6 +24,10 @@ export interface AuditRecord {
   ref?: string;
   decision: 'allowed' | 'refused';
   code?: string;
+  /** Secret names an operation touched (never values). */
+  keys?: string[];
+  /** The other host of a transfer (its identity). */
+  peer?: string;
 }
 
 export interface AuditEntry extends AuditRecord {
@@ -124,6 +128,8 @@ export async function appendAudit(opts: AuditOptions, record: AuditRecord): Prom
       ...(record.ref !== undefined ? { ref: record.ref } : {}),
       decision: record.decision,
       ...(record.code !== undefined ? { code: record.code } : {}),
+      ...(record.keys !== undefined ? { keys: record.keys } : {}),
+      ...(record.peer !== undefined ? { peer: record.peer } : {}),
       prev: head.hash,
     };
     const entry = { ...body, hash: entryHash(body) } as unknown as AuditEntry;

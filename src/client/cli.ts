@@ -42,14 +42,16 @@ export function addClientCli(program: Command, repo: Command, go: Go): void {
     .command('push <ref>')
     .description('send a repository to a machine (btrfs send/receive; incremental when a base is shared)')
     .requiredOption('--to <machine>', 'destination machine')
-    .option('--with-secrets', 'also copy its secrets (humans only)')
-    .action((ref: string, o: { to: string; withSecrets?: boolean }) => go('repo push', { ref, to: o.to, withSecrets: o.withSecrets }));
+    .option('--with-secrets', 'also copy its own secrets, end-to-end encrypted between the two hosts (humans only)')
+    .option('--secrets-only', 'copy only the secrets, to a copy that is already there (retry of --with-secrets; idempotent)')
+    .action((ref: string, o: { to: string; withSecrets?: boolean; secretsOnly?: boolean }) => go('repo push', { ref, to: o.to, withSecrets: o.withSecrets, secretsOnly: o.secretsOnly }));
   repo
     .command('pull <ref>')
     .description('fetch a repository from a machine to this host')
     .requiredOption('--from <machine>', 'source machine')
-    .option('--with-secrets', 'also copy its secrets (humans only)')
-    .action((ref: string, o: { from: string; withSecrets?: boolean }) => go('repo pull', { ref, from: o.from, withSecrets: o.withSecrets }));
+    .option('--with-secrets', 'also copy its own secrets, end-to-end encrypted between the two hosts (humans only)')
+    .option('--secrets-only', 'copy only the secrets, to a copy that is already here (retry of --with-secrets; idempotent)')
+    .action((ref: string, o: { from: string; withSecrets?: boolean; secretsOnly?: boolean }) => go('repo pull', { ref, from: o.from, withSecrets: o.withSecrets, secretsOnly: o.secretsOnly }));
 
   program
     .command('serve')

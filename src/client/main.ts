@@ -83,7 +83,7 @@ async function runClientCommand(name: string, input: Record<string, unknown>, g:
         const other = findMachine(String(name === 'repo push' ? input.to : input.from));
         const here = g.machine ? findMachine(g.machine) : LOCAL;
         const [source, sink] = name === 'repo push' ? [here, other] : [other, here];
-        return await transferRepo({ ref: String(input.ref), source, sink, withSecrets: Boolean(input.withSecrets) }, verdict, onStep);
+        return await transferRepo({ ref: String(input.ref), source, sink, withSecrets: Boolean(input.withSecrets), secretsOnly: Boolean(input.secretsOnly) }, verdict, onStep);
       }
     }
     throw new TineError('USAGE', EXIT.usage, `unknown client command ${name}`);

@@ -2,12 +2,14 @@
 // the sender's `transfer send` (header line + btrfs stream) into the receiver's
 // `transfer receive` — after asking the receiver which snapshots it already holds, so the
 // stream is incremental when a base is shared. Either end may be this host.
+// --with-secrets then relays the secrets end-to-end encrypted (src/secrets/transfer.ts): the
+// sink's one-transfer public key to the source, the source's ciphertext to the sink.
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { Machine } from './config.js';
 import { spawnRemote, sshFailure, LOCAL } from './ssh.js';
 import { runRemote, clientRequest } from './remote.js';
-import type { ClientVerdict } from './actor.js';
+import { clientAuthorize, type ClientVerdict } from './actor.js';
 import type { Envelope } from '../commands/execute.js';
 import { Timeline, round } from '../ops/timeline.js';
 import type { StepListener } from '../ops/timeline.js';
@@ -41,21 +43,123 @@ function readHeaderLines(stream: Readable, count: number, maxBytes = 1 << 20): P
   });
 }
 
+type Result = { envelope: Envelope; exitCode: number };
+
 export async function transferRepo(
-  input: { ref: string; source: Machine; sink: Machine; withSecrets?: boolean },
+  input: { ref: string; source: Machine; sink: Machine; withSecrets?: boolean; secretsOnly?: boolean },
   verdict: ClientVerdict,
   onStep?: StepListener,
-): Promise<{ envelope: Envelope; exitCode: number }> {
+): Promise<Result> {
   const command = input.source === LOCAL ? 'repo push' : 'repo pull';
   const timeline = new Timeline(onStep);
   const t0 = performance.now();
+  const done = (r: Result): Result => ({ envelope: { ...r.envelope, command, steps: timeline.steps, ms: round(performance.now() - t0) }, exitCode: r.exitCode });
   try {
-    if (input.withSecrets) {
-      if (verdict.actor.kind === 'agent') throw new TineError('AGENT_SECRETS', EXIT.refused, 'an agent may not copy secrets between machines', { next: [{ description: 'Move the repository without its secrets', run: `tine ${command} ${input.ref} ${command === 'repo push' ? '--to' : '--from'} <machine>` }] });
-      throw new TineError('NOT_IMPLEMENTED', EXIT.failure, '--with-secrets is not available yet: secrets stay on the source host', {
-        next: [{ description: 'Move the repository without its secrets and set them on the destination', run: `tine -m <machine> repo secret set ${input.ref} --key <K> --value -` }],
-      });
+    const secrets = Boolean(input.withSecrets || input.secretsOnly);
+    // Humans only, decided here before any connection; both hosts decide again.
+    if (secrets) clientAuthorize('transfer secrets seal', { ref: input.ref }, verdict);
+    let data: Record<string, unknown> | undefined;
+    if (!input.secretsOnly) {
+      const moved = await moveRepo(input, verdict, timeline);
+      if (!moved.envelope.ok) return done(moved);
+      data = moved.envelope.data as Record<string, unknown>;
     }
+    if (secrets) {
+      const retry = command === 'repo push' ? `tine repo push ${input.ref} --to ${input.sink.name} --secrets-only` : `tine repo pull ${input.ref} --from ${input.source.name} --secrets-only`;
+      try {
+        const copied = await copySecrets(input, verdict, timeline);
+        const secretsData = { copied: copied.copied.map((c) => c.key), unchanged: copied.unchanged, sourceHost: copied.from, sinkHost: copied.sinkHost };
+        data = { ...(data ?? { ref: copied.ref, guid: copied.guid, from: input.source.name, to: input.sink.name }), secrets: secretsData };
+      } catch (err) {
+        const e = toTineError(err);
+        if (input.secretsOnly) throw e;
+        // The repository is there and complete; only the secrets are missing, and say how to add them.
+        throw new TineError('SECRETS_NOT_COPIED', e.exitCode === EXIT.usage ? EXIT.failure : e.exitCode,
+          `${input.ref} arrived on ${input.sink.name} complete, but its secrets were not copied (${e.code}: ${e.message})`, {
+            next: [{ description: 'Copy the secrets again once the cause is fixed (only the secrets; idempotent)', run: retry }, ...e.next.filter((n) => n.run !== retry)],
+            details: { repository: data, cause: e.code },
+          });
+      }
+    }
+    return done({ envelope: { ok: true, command, data }, exitCode: 0 });
+  } catch (err) {
+    const e = toTineError(err);
+    return done({ envelope: { ok: false, command, error: e.toJSON() as Envelope['error'] }, exitCode: e.exitCode });
+  }
+}
+
+interface CopiedSecrets {
+  ref: string;
+  guid: string;
+  from: string;
+  sinkHost: string;
+  copied: { key: string }[];
+  unchanged: string[];
+}
+
+/**
+ * The sink opens (one-transfer key pair; its stdin stays open), the source seals to the
+ * offered key, the sink gets the ciphertext as its second request line. Values never pass
+ * through here in clear, never on argv, never in a file.
+ */
+async function copySecrets(input: { ref: string; source: Machine; sink: Machine }, verdict: ClientVerdict, timeline: Timeline): Promise<CopiedSecrets> {
+  const sinkName = input.sink === LOCAL ? undefined : input.sink.name;
+  const sink = spawnRemote(input.sink, ['rpc']);
+  let sinkErr = '';
+  sink.stderr!.on('data', (d) => { if (sinkErr.length < 65536) sinkErr += d; });
+  sink.stdin!.on('error', () => {});
+  sink.stdin!.write(JSON.stringify(clientRequest('transfer secrets open', { ref: input.ref, ...(sinkName ? { machine: sinkName } : {}) }, verdict.actor)) + '\n');
+  const sinkClosed = new Promise<number>((resolve) => { sink.on('error', () => resolve(255)); sink.on('close', (c) => resolve(c ?? 255)); });
+  let offer: unknown;
+  let result: { envelope: Envelope; exitCode: number } | undefined;
+  let offered!: () => void;
+  const offerSeen = new Promise<void>((resolve) => { offered = resolve; });
+  const lines = createInterface({ input: sink.stdout! });
+  lines.on('line', (line) => {
+    try {
+      const ev = JSON.parse(line);
+      if (ev.event === 'secrets-offer') { offer = ev.offer; offered(); }
+      if (ev.event === 'result') { result = { envelope: ev.envelope, exitCode: ev.exitCode }; offered(); }
+    } catch { /* not ours */ }
+  });
+  const fail = (r: { envelope: Envelope; exitCode: number }) => new TineError(r.envelope.error!.code, r.exitCode, r.envelope.error!.message, { next: r.envelope.error!.next });
+  try {
+    await timeline.step('secrets_offer', `${input.sink.name} made a one-transfer key`, async () => {
+      await Promise.race([offerSeen, sinkClosed]);
+      if (result && !result.envelope.ok) throw fail(result);
+      if (!offer) {
+        const code = await sinkClosed;
+        throw code === 255 ? sshFailure(input.sink, sinkErr) : new TineError('SECRETS_NOT_COPIED', EXIT.failure, `${input.sink.name} made no key offer: ${sinkErr.trim()}`);
+      }
+    });
+    const sealed = await timeline.step('secrets_seal', `${input.source.name} sealed the secrets to it`, async () => {
+      const r = await runRemote(input.source, clientRequest('transfer secrets seal', { ref: input.ref, offer: offer as Record<string, unknown> }, verdict.actor));
+      if (!r.envelope.ok) throw fail(r);
+      return (r.envelope.data as { sealed: unknown }).sealed;
+    });
+    const data = await timeline.step('secrets_store', `${input.sink.name} opened and stored them`, async () => {
+      sink.stdin!.end(JSON.stringify({ sealed }) + '\n');
+      const code = await sinkClosed;
+      if (!result) throw code === 255 ? sshFailure(input.sink, sinkErr) : new TineError('SECRETS_NOT_COPIED', EXIT.failure, `${input.sink.name} ended (exit ${code}) without a result: ${sinkErr.trim()}`);
+      if (!result.envelope.ok) throw fail(result);
+      return result.envelope.data as Omit<CopiedSecrets, 'sinkHost'>;
+    });
+    return { ...data, sinkHost: (offer as { host: string }).host };
+  } finally {
+    // On any failure the sink's stdin ends without a sealed line: it stores nothing and drops its key.
+    if (!sink.stdin!.writableEnded) sink.stdin!.end();
+    await sinkClosed;
+  }
+}
+
+/** The subvolume: bases from the sink, the source's send stream piped into the sink's receive. */
+async function moveRepo(
+  input: { ref: string; source: Machine; sink: Machine },
+  verdict: ClientVerdict,
+  timeline: Timeline,
+): Promise<Result> {
+  const command = input.source === LOCAL ? 'repo push' : 'repo pull';
+  {
     const bases = await timeline.step('bases', `Asked ${input.sink.name} for shared snapshots`, async () => {
       const r = await runRemote(input.sink, clientRequest('transfer bases', {}, verdict.actor));
       if (!r.envelope.ok) throw Object.assign(new TineError(r.envelope.error!.code, r.exitCode, r.envelope.error!.message, { next: r.envelope.error!.next }));
@@ -107,12 +211,9 @@ export async function transferRepo(
       }),
     ]);
     if (!result) throw recvCode === 255 ? sshFailure(input.sink, receiverErr) : new TineError('RECEIVE_FAILED', EXIT.failure, `receiving on ${input.sink.name} failed: ${receiverErr.trim()}`);
-    if (!result.envelope.ok) return { envelope: { ...result.envelope, command, steps: timeline.steps, ms: round(performance.now() - t0) }, exitCode: result.exitCode };
+    if (!result.envelope.ok) return { envelope: { ...result.envelope, command }, exitCode: result.exitCode };
     if (sendCode !== 0) throw new TineError('SEND_FAILED', EXIT.failure, `the sender on ${input.source.name} failed (${sendCode}): ${senderErr.trim()}`);
     const data = { ...(result.envelope.data as object), incremental: Boolean(meta.base), from: input.source.name, to: input.sink.name };
-    return { envelope: { ok: true, command, data, steps: timeline.steps, ms: round(performance.now() - t0) }, exitCode: 0 };
-  } catch (err) {
-    const e = toTineError(err);
-    return { envelope: { ok: false, command, error: e.toJSON() as Envelope['error'], steps: timeline.steps, ms: round(performance.now() - t0) }, exitCode: e.exitCode };
+    return { envelope: { ok: true, command, data }, exitCode: 0 };
   }
 }

@@ -39,7 +39,11 @@ export async function clientGuard(argv: string[]): Promise<ClientVerdict> {
   // decided there (with the role passed on), never allowed here.
   if (entry?.target && !ref) return { kind: 'run', hostArgs };
   // The client has no registry: a tagless ref is a grand; a tagged one is left to the host.
-  const decision = decide(inv.name, who, ref ? { ref, isGrand: ref.tag === null } : undefined);
+  let decision = decide(inv.name, who, ref ? { ref, isGrand: ref.tag === null } : undefined);
+  // Copying secrets is a human's act whatever the override allows for the move itself.
+  if (decision.allowed && (inv.name === 'repo push' || inv.name === 'repo pull') && (inv.input.withSecrets || inv.input.secretsOnly)) {
+    decision = decide('transfer secrets seal', who, ref ? { ref, isGrand: ref.tag === null } : undefined);
+  }
   // As a user without root, the client may not be able to read the tree above sudo-like
   // processes; an override it cannot verify for that reason is left to tine-host (root),
   // which reads the whole tree and decides again.

@@ -17,7 +17,7 @@ export type Decision =
   | { allowed: true; rule: AgentRule | 'unknown' }
   | { allowed: false; rule: AgentRule | 'unknown'; error: TineError };
 
-export const GUARD_CODES = ['GRAND_GUARD', 'OVERRIDE_REJECTED', 'MACHINE_GUARD', 'FORK_BLOCKED'] as const;
+export const GUARD_CODES = ['GRAND_GUARD', 'OVERRIDE_REJECTED', 'MACHINE_GUARD', 'FORK_BLOCKED', 'HUMAN_ONLY'] as const;
 
 const restartWith = (value: string): NextStep => ({
   description: `Only the user can allow it: quit the agent, then start it again with the override set`,
@@ -32,6 +32,20 @@ export function decide(command: string, who: Detection, target: Target | undefin
   const does = entry?.does ?? `run "${command}"`;
   const ref = target ? formatRef(target.ref) : undefined;
   const name = target?.ref.name;
+  if (rule === 'human') {
+    // Before any override is looked at: no override makes this an agent's operation.
+    return {
+      allowed: false,
+      rule,
+      error: new TineError('HUMAN_ONLY', EXIT.refused, `an agent may not ${does}${ref ? ` (${ref})` : ''}: secret values leave a host only when a person asks, and no override changes that. Detected: ${who.reason}.`, {
+        next: [
+          { description: 'Move the repository without its secrets', run: `tine repo push ${ref ?? '<ref>'} --to <machine>` },
+          { description: 'Ask the user to copy the secrets', run: `tine repo push ${ref ?? '<ref>'} --to <machine> --secrets-only` },
+        ],
+        details: { actor: who.kind, reason: who.reason, command, ...(ref ? { ref } : {}) },
+      }),
+    };
+  }
   // What the request needs from the override: `*`, or the repository family's name.
   const needsAll = rule === 'machine' || rule === 'unknown' || !name;
   if (rule === 'grand' && target && !target.isGrand) return { allowed: true, rule };

@@ -7,8 +7,9 @@
 //             unless the override names the repository family or is `*`
 //   machine   machine-level (setup, creating grands, managing machines): needs `*`
 //   dispatch  carries requests that each pass through the guard again (rpc, mcp)
+//   human     humans only: refused to every agent, whatever the override says (secret values leaving a host)
 
-export type AgentRule = 'read' | 'grand' | 'family' | 'machine' | 'dispatch';
+export type AgentRule = 'read' | 'grand' | 'family' | 'machine' | 'dispatch' | 'human';
 
 export interface PolicyEntry {
   command: string;
@@ -60,6 +61,10 @@ export const POLICY: readonly PolicyEntry[] = [
   { command: 'transfer bases', agent: 'read', does: 'list the snapshots held for transfers' },
   { command: 'transfer send', agent: 'machine', does: 'send a repository to another host' },
   { command: 'transfer receive', agent: 'machine', does: 'receive a repository from another host' },
+  // `--with-secrets`: the sink's one-transfer key (open) and the source sealing the values to
+  // it (seal). Secret values leave a host here, so no override lets an agent do it.
+  { command: 'transfer secrets open', agent: 'human', does: 'receive secrets from another host' },
+  { command: 'transfer secrets seal', agent: 'human', does: 'copy secrets to another host' },
   // The SSH forced command of a repository key: it enters that repository's sandbox.
   { command: 'sandbox-gateway', agent: 'grand', target: 'guid', does: 'enter a repository through the sandbox gateway' },
 ];
@@ -75,7 +80,7 @@ export const CONTRACT_COMMANDS: readonly string[] = [
   'mcp serve',
   'machine add', 'machine setup', 'machine list', 'machine remove',
   'rpc', 'serve', 'sandbox-gateway',
-  'transfer bases', 'transfer send', 'transfer receive',
+  'transfer bases', 'transfer send', 'transfer receive', 'transfer secrets open', 'transfer secrets seal',
 ];
 
 export function policyFor(command: string): PolicyEntry | undefined {

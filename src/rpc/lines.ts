@@ -36,3 +36,22 @@ export function readFirstLine(stream: Readable, maxBytes: number): Promise<{ lin
     stream.on('error', reject);
   });
 }
+
+/** The next line after `rest` (bytes already read past the first line), or null at end; bounded in size and time. */
+export async function readNextLine(rest: Buffer, stream: Readable, maxBytes: number, timeoutMs: number): Promise<string | null> {
+  const nl = rest.indexOf(0x0a);
+  if (nl >= 0) return rest.subarray(0, nl).toString('utf8');
+  if (rest.length) stream.unshift(rest);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const line = readFirstLine(stream, maxBytes).then((r) => r.line);
+    // The first read paused the stream; a new 'data' listener does not restart a paused stream.
+    stream.resume();
+    return await Promise.race([
+      line,
+      new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no line within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs); }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

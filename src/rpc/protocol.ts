@@ -29,7 +29,9 @@ export type RpcRequest = z.infer<typeof rpcRequestSchema>;
 export type RpcEvent =
   | { event: 'hello'; protocol: number; version: string; actor: 'human' | 'agent'; actorReason: string }
   | ({ event: 'step' } & StepRecord)
-  | { event: 'result'; envelope: Envelope; exitCode: number };
+  | { event: 'result'; envelope: Envelope; exitCode: number }
+  /** `transfer secrets open`: the sink's one-transfer public key, for the client to relay to the source. */
+  | { event: 'secrets-offer'; offer: { v: 1; host: string; guid: string; publicKey: string } };
 
 /** Commands whose output is the program's own bytes and that may want a terminal. */
 export const PASSTHROUGH_COMMANDS = new Set(['repo exec', 'repo connect']);

@@ -14,6 +14,7 @@ import { rpcRequestSchema, PASSTHROUGH_COMMANDS, PROTOCOL_VERSION, decodeRequest
 import { readFirstLine } from './lines.js';
 import { packageVersion } from '../client/version.js';
 import { transferBases, transferSend, transferReceive, TRANSFER_COMMANDS } from './transfer.js';
+import { openSecrets, sealSecrets } from '../secrets/transfer.js';
 import { authorizeHostVerb } from '../guard/authorize.js';
 import { loadHostConfig } from '../host/config.js';
 
@@ -126,6 +127,8 @@ export async function runRpc(opts: RpcOptions, hostActor: Actor): Promise<number
       await authorizeHostVerb({ config: loadHostConfig(), actor }, command);
       if (command === 'transfer bases') return finish(command, await transferBases(req.input));
       if (command === 'transfer send') return await transferSend(req.input, actor);
+      if (command === 'transfer secrets seal') return finish(command, await sealSecrets(req.input, actor));
+      if (command === 'transfer secrets open') return finish(command, await openSecrets(req.input, actor, rest, process.stdin, (offer) => emit({ event: 'secrets-offer', offer })));
       return finish(command, await transferReceive(req.input, actor, rest, process.stdin, (s) => emit({ event: 'step', ...s })));
     } catch (err) {
       const env = failEnvelope(command, err);

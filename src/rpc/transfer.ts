@@ -22,7 +22,7 @@ import { requireRepo, findByGuid, refTaken, allocateNetworkId, insertPendingRow,
 import { writeIntent, clearIntent, repairDeadIntents } from '../repo/intents.js';
 import { TineError, EXIT, conflict, notFound, unsupported } from '../errors.js';
 
-export const TRANSFER_COMMANDS = new Set(['transfer bases', 'transfer send', 'transfer receive']);
+export const TRANSFER_COMMANDS = new Set(['transfer bases', 'transfer send', 'transfer receive', 'transfer secrets open', 'transfer secrets seal']);
 
 const guid = z.string().regex(/^[0-9a-f-]{36}$/, 'is not a guid');
 const snapName = z.string().regex(/^[0-9a-f-]{36}@[0-9]+-[0-9a-f]{8}$/, 'is not a transfer snapshot name');
@@ -50,14 +50,14 @@ function parse<T>(schema: z.ZodType<T, z.ZodTypeDef, any>, raw: unknown): T {
   throw new TineError('INVALID_INPUT', EXIT.usage, `${field}: ${issue.message}`, { field });
 }
 
-interface Host {
+export interface Host {
   config: LoadedHostConfig;
   db: Db;
   store: BtrfsSubvolumeDriver;
   transferDir: string;
 }
 
-async function openHost(): Promise<Host> {
+export async function openHost(): Promise<Host> {
   if (process.getuid?.() !== 0) throw unsupported('tine-host needs root (it manages subvolumes)');
   const config = loadHostConfig();
   attachDatastore(config);

@@ -3,13 +3,14 @@
 import { closeSync, fchownSync, fstatSync, openSync, readlinkSync, readSync, realpathSync, renameSync, unlinkSync, writeSync, fsyncSync, fchmodSync, constants as fsc } from 'node:fs';
 import { basename, dirname, isAbsolute, join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { OpContext } from '../ops/context.js';
+import type { OpContext, Actor } from '../ops/context.js';
+import type { Db } from '../state/db.js';
 import { type Ref, formatRef } from '../repo/ref.js';
 import { requireRepo, type RepoRow } from '../repo/registry.js';
 import { TineError, EXIT, invalidInput, notFound, type NextStep } from '../errors.js';
 import { loadHostKeys, digestOf, sameValue, type SecretKeys } from './hostkey.js';
 import { getRow, listRowsOf, upsertRow, deleteRow, sealRow, openRow, infoOf, type SecretInfo, type SecretMode, type SecretRow } from './store.js';
-import { valueProblem } from './validate.js';
+import { valueProblem, keyField, modeField } from './validate.js';
 import { parseDotenv, removeEntries, DotenvError } from './dotenv.js';
 import { appendAudit } from '../audit/log.js';
 
@@ -353,4 +354,74 @@ async function liftFrom(ctx: OpContext, input: LiftInput, repo: RepoRow, keys: S
     removed: Boolean(input.remove),
     notice: `Existing forks and snapshots of ${ref} still hold the old ${input.from} with its values; rotate those credentials if forks are not trusted.`,
   };
+}
+
+// ---- import (the sink end of `repo push/pull --with-secrets`) -------------------------
+
+export interface ImportedSecret {
+  key: string;
+  mode: SecretMode;
+  /** The value, in memory only; zeroed by importSecrets. */
+  value: Buffer;
+}
+
+export interface ImportResult {
+  copied: (SecretInfo & { check: SecretCheck })[];
+  /** Keys that already held the same value in the same mode: a re-run changes nothing. */
+  unchanged: string[];
+}
+
+/**
+ * Store secrets that arrived from another host for a repository of this one: the same
+ * validation as `secret set` (key, mode, value limits), all or nothing. A key that already
+ * holds the same value and mode is left alone (so a retry is idempotent); one that holds
+ * another value is a precondition failure and nothing is stored.
+ */
+export function importSecrets(db: Db, keys: SecretKeys, repo: RepoRow, entries: ImportedSecret[], actor: Actor['kind'], sinkMachine = '<machine>'): ImportResult {
+  const ref = formatRef(repo);
+  try {
+    entries.forEach((e, i) => {
+      const k = keyField.safeParse(e.key);
+      if (!k.success) throw invalidInput(`secrets.${i}.key`, k.error.issues[0]!.message);
+      if (!modeField.safeParse(e.mode).success) throw invalidInput(`secrets.${i}.mode`, 'must be env or file');
+      const p = valueProblem(e.value.toString('utf8'), e.mode);
+      if (p) throw invalidInput(`secrets.${i}.value`, `(${e.key}) ${p}`);
+    });
+    if (new Set(entries.map((e) => e.key)).size !== entries.length) throw invalidInput('secrets', 'names a key twice');
+    return db.transaction(() => {
+      const copied: ImportResult['copied'] = [];
+      const unchanged: string[] = [];
+      const conflicts: string[] = [];
+      for (const e of entries) {
+        const existing = getRow(db, repo.guid, e.key);
+        if (existing) {
+          const old = openRow(keys, existing);
+          const same = existing.mode === e.mode && sameValue(keys, old, e.value);
+          old.fill(0);
+          if (same) unchanged.push(e.key);
+          else conflicts.push(e.key);
+          continue;
+        }
+        const row: SecretRow = {
+          repo_guid: repo.guid, key: e.key, mode: e.mode, ...sealRow(keys, repo.guid, e.key, e.mode, e.value),
+          digest: digestOf(keys, e.value), set_at: new Date().toISOString(), set_by: actor,
+        };
+        upsertRow(db, row);
+        copied.push({ ...infoOf(row), check: 'first-set' });
+      }
+      if (conflicts.length) {
+        throw new TineError('PRECONDITION_FAILED', EXIT.precondition,
+          `${ref} on this host already has other values for ${conflicts.join(', ')}; no secret was copied`, {
+            next: [
+              { description: 'Compare the digests here', run: `tine -m ${sinkMachine} repo secret list ${ref}` },
+              ...conflicts.map((k) => ({ description: `Remove ${k} here if the copy should replace it (audited)`, run: `tine -m ${sinkMachine} repo secret unset ${ref} --key ${k} --rotate-secret` })),
+              { description: 'Then copy the secrets again', run: `tine repo push ${ref} --to ${sinkMachine} --secrets-only` },
+            ],
+          });
+      }
+      return { copied, unchanged };
+    }).immediate();
+  } finally {
+    for (const e of entries) e.value.fill(0);
+  }
 }
