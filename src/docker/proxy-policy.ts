@@ -99,7 +99,43 @@ export async function decide(req: ApiRequest, ctx: PolicyContext, lookups: Daemo
   }
 }
 
+// Go's encoding/json matches struct fields case-insensitively (with Unicode folding: ſ = s,
+// K = k), so {"hostconfig":{"privileged":true}} is a privileged container to dockerd.
+// Every key this policy reads is brought to its canonical spelling first, and an object
+// with two keys that fold to the same field is refused (which one Go keeps is not ours to guess).
+const FIELDS = ['HostConfig', 'Name', 'Driver', 'DriverOpts', 'ConfigFrom', 'Ingress', 'Scope', 'Options', 'Privileged',
+  'Devices', 'DeviceRequests', 'DeviceCgroupRules', 'CgroupParent', 'CapAdd', 'PidMode', 'IpcMode', 'UTSMode', 'UsernsMode',
+  'NetworkMode', 'Runtime', 'SecurityOpt', 'MaskedPaths', 'ReadonlyPaths', 'VolumeDriver', 'Binds', 'Mounts', 'Type',
+  'Source', 'VolumeOptions', 'DriverConfig', 'VolumesFrom'];
+const fold = (k: string) => k.replace(/\u017f/g, 's').replace(/\u212a/g, 'k').toLowerCase();
+const CANONICAL = new Map(FIELDS.map((f) => [fold(f), f]));
+
+/** Canonical keys of the top level, and all the way down inside the fields that are checked
+ *  (labels and other user maps elsewhere may hold keys that differ only in case). */
+export function canonicalKeys(v: unknown): unknown {
+  const top = canonicalDeep(v, 0, false);
+  if (!isObject(top)) return top;
+  for (const k of ['HostConfig', 'Mounts', 'DriverOpts', 'Options']) if (k in top) top[k] = canonicalDeep(top[k], 1, true);
+  return top;
+}
+
+function canonicalDeep(v: unknown, depth: number, deep: boolean): unknown {
+  if (depth > 64) throw new Refusal('a request nested this deep', 'tine cannot check it', 'send the request as the docker CLI does');
+  if (Array.isArray(v)) return deep ? v.map((x) => canonicalDeep(x, depth + 1, deep)) : v;
+  if (!isObject(v)) return v;
+  const out: Record<string, unknown> = {};
+  const seen = new Set<string>();
+  for (const [k, x] of Object.entries(v)) {
+    const f = fold(k);
+    if (seen.has(f)) refuse(`a body with both ${JSON.stringify(k)} and another spelling of it`, 'Docker reads field names case-insensitively, so tine cannot tell which one it would use', 'send each field once');
+    seen.add(f);
+    out[CANONICAL.get(f) ?? k] = deep ? canonicalDeep(x, depth + 1, deep) : x;
+  }
+  return out;
+}
+
 async function check(req: ApiRequest, ctx: PolicyContext, lookups: DaemonLookups): Promise<void> {
+  if (req.body !== undefined) req = { ...req, body: canonicalKeys(req.body) };
   const path = stripVersion(req.path);
   const m = req.method;
   if (CLUSTER.test(path)) {
@@ -154,8 +190,9 @@ async function check(req: ApiRequest, ctx: PolicyContext, lookups: DaemonLookups
 
 /** The same rules for a container that already exists (start, restart, `repo up`). */
 export async function checkExistingContainer(id: string, ctx: PolicyContext, lookups: DaemonLookups): Promise<void> {
-  const c = await lookups.container(id);
-  if (!c) return; // the daemon answers 404 itself
+  const found = await lookups.container(id);
+  if (!found) return; // the daemon answers 404 itself
+  const c = canonicalKeys(found) as ContainerInspect;
   await checkHostConfig(objectOr(c.HostConfig, 'HostConfig'), ctx, lookups);
   await checkResolvedMounts(c.Mounts ?? [], ctx, lookups, `container ${c.Name?.replace(/^\//, '') ?? id}`);
 }
@@ -257,7 +294,7 @@ async function checkHostConfig(h: Record<string, any>, ctx: PolicyContext, looku
   }
   for (const from of list(h.VolumesFrom, 'VolumesFrom')) {
     const id = str(from).split(':')[0]!;
-    const other = await lookups.container(id);
+    const other = canonicalKeys(await lookups.container(id)) as ContainerInspect | null;
     if (other) await checkResolvedMounts(other.Mounts ?? [], ctx, lookups, `--volumes-from ${id}`);
   }
 }
@@ -274,7 +311,7 @@ async function checkResolvedMounts(mounts: NonNullable<ContainerInspect['Mounts'
 }
 
 async function checkNamedVolume(name: string, ctx: PolicyContext, lookups: DaemonLookups): Promise<void> {
-  const v = await lookups.volume(name);
+  const v = canonicalKeys(await lookups.volume(name)) as { Driver?: string; Options?: Record<string, string> } | null;
   if (v) checkVolumeDriver(name, v.Driver, v.Options, ctx);
 }
 
@@ -284,6 +321,8 @@ function checkVolumeDriver(name: string, driver: unknown, options: unknown, ctx:
   const label = name ? `volume ${name}` : 'a volume';
   if (d && d !== 'local') refuse(`${label} with driver ${d}`, 'only the local driver keeps volumes inside this repository\'s daemon', 'use the local driver');
   const o = objectOr(options, 'DriverOpts') as Record<string, unknown>;
+  // The local driver's options (a Go map: exact keys); anything else is not checked here.
+  for (const k of Object.keys(o)) if (!['type', 'o', 'device', 'size'].includes(k)) refuse(`${label} with option ${JSON.stringify(k)}`, 'only the local driver\'s type, o, device and size are allowed', 'drop that option');
   const type = str(o.type);
   const flags = str(o.o).split(',').map((s) => s.trim());
   const device = str(o.device);
