@@ -109,13 +109,14 @@ const FIELDS = ['HostConfig', 'Name', 'Driver', 'DriverOpts', 'ConfigFrom', 'Ing
   'Source', 'VolumeOptions', 'DriverConfig', 'VolumesFrom'];
 const fold = (k: string) => k.replace(/\u017f/g, 's').replace(/\u212a/g, 'k').toLowerCase();
 const CANONICAL = new Map(FIELDS.map((f) => [fold(f), f]));
+const GO_MAPS = new Set(['DriverOpts', 'Options', 'Labels', 'Sysctls', 'StorageOpt', 'Annotations', 'Config']);
 
 /** Canonical keys of the top level, and all the way down inside the fields that are checked
  *  (labels and other user maps elsewhere may hold keys that differ only in case). */
 export function canonicalKeys(v: unknown): unknown {
   const top = canonicalDeep(v, 0, false);
   if (!isObject(top)) return top;
-  for (const k of ['HostConfig', 'Mounts', 'DriverOpts', 'Options']) if (k in top) top[k] = canonicalDeep(top[k], 1, true);
+  for (const k of ['HostConfig', 'Mounts']) if (k in top) top[k] = canonicalDeep(top[k], 1, true);
   return top;
 }
 
@@ -129,7 +130,9 @@ function canonicalDeep(v: unknown, depth: number, deep: boolean): unknown {
     const f = fold(k);
     if (seen.has(f)) refuse(`a body with both ${JSON.stringify(k)} and another spelling of it`, 'Docker reads field names case-insensitively, so tine cannot tell which one it would use', 'send each field once');
     seen.add(f);
-    out[CANONICAL.get(f) ?? k] = deep ? canonicalDeep(x, depth + 1, deep) : x;
+    const key = CANONICAL.get(f) ?? k;
+    // Go maps (driver options, labels…) keep their exact keys, as dockerd reads them.
+    out[key] = deep && !GO_MAPS.has(key) ? canonicalDeep(x, depth + 1, deep) : x;
   }
   return out;
 }
