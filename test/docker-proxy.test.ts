@@ -38,6 +38,7 @@ test.before(() => {
   importBusyboxImage(`unix://${rawOf(grand)}`);
   // Made in the grand as root (through the raw socket): the fork inherits both.
   raw(grand, ['create', '--name', 'grandpriv', '--privileged', 'tine-busybox', 'sleep', '600']);
+  raw(grand, ['create', '--name', 'grandbind', '-v', '/etc:/hostetc:ro', 'tine-busybox', 'sleep', '600']);
   raw(grand, ['volume', 'create', '--driver', 'local', '--opt', 'type=none', '--opt', 'o=bind', '--opt', 'device=/etc', 'rawetc']);
   const f = host.run(['repo', 'fork', 'app', '--tag', 't1', '--up'], { timeoutMs: 240_000 });
   if (f.code !== 0) throw new Error(`fork failed: ${f.stdout}${f.stderr}`);
@@ -112,9 +113,24 @@ test.serial('refused: starting an inherited privileged container (created in the
   const before = runningCount();
   const r = inFork('docker start grandpriv');
   t.not(r.code, 0);
-  t.regex(r.stderr, /tine: --privileged — /);
+  t.regex(r.stderr, /tine: container grandpriv: --privileged — .*docker rm grandpriv/);
   t.is(runningCount(), before);
   t.is(raw(fork, ['inspect', '--format', '{{.State.Running}}', 'grandpriv']).trim(), 'false');
+});
+
+test.serial('refused: exec, attach and cp into an inherited container with a host bind that runs (as a restart policy would start it)', (t) => {
+  raw(fork, ['start', 'grandbind']);
+  try {
+    for (const cmd of ['docker exec grandbind cat /hostetc/hostname', 'docker cp grandbind:/hostetc/hostname -', 'timeout 20 docker attach --no-stdin grandbind']) {
+      const r = inFork(cmd);
+      t.not(r.code, 0, cmd);
+      // The CLI prints a refused upgrade (attach) as its status only; the others show the message.
+      t.regex(r.stderr, cmd.includes('attach') ? /received 403/ : /tine: container grandbind: -v \/etc:\/hostetc:ro — its source \/etc is outside the repository/, cmd);
+    }
+    t.deepEqual(JSON.parse(raw(fork, ['inspect', '--format', '{{json .ExecIDs}}', 'grandbind'])), null, 'no exec instance was made');
+  } finally {
+    raw(fork, ['kill', 'grandbind']);
+  }
 });
 
 test.serial('allowed: docker run with a bind mount under the repository writes into the repo', (t) => {

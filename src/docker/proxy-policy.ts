@@ -69,6 +69,9 @@ export function stripVersion(path: string): string {
 }
 
 const CONTAINER_ACTION = /^\/containers\/([^/]+)\/(start|restart|update|exec)$/;
+/** Ways into a container that exists (a process in it, its files): it must pass the rules too,
+ *  or a privileged container a fork inherited (or the daemon restarted) is a way out. */
+const CONTAINER_ENTRY = /^\/containers\/([^/]+)\/(attach|attach\/ws|archive|export|unpause)$/;
 
 /** Does this request's body have to be read and checked before it is forwarded? */
 export function bodyNeeded(method: string, rawPath: string): boolean {
@@ -169,6 +172,11 @@ async function check(req: ApiRequest, ctx: PolicyContext, lookups: DaemonLookups
     if (opts['com.docker.network.bridge.name'] !== undefined) refuse('a network on a named host bridge', 'it could join a bridge of the host or of another repository', 'let Docker name the bridge (drop com.docker.network.bridge.name)');
     return;
   }
+  const entry = CONTAINER_ENTRY.exec(path);
+  if (entry) {
+    await checkExistingContainer(decodeURIComponent(entry[1]!), ctx, lookups);
+    return;
+  }
   const action = CONTAINER_ACTION.exec(path);
   if (action && m === 'POST') {
     const id = decodeURIComponent(action[1]!);
@@ -176,6 +184,7 @@ async function check(req: ApiRequest, ctx: PolicyContext, lookups: DaemonLookups
     if (verb === 'exec') {
       const body = objectBody(req.body, 'exec create');
       if (body.Privileged === true) refuse('exec --privileged', 'a privileged process gets every capability and every device of the host', 'exec without --privileged');
+      await checkExistingContainer(id, ctx, lookups);
       return;
     }
     if (verb === 'update') {
@@ -196,8 +205,14 @@ export async function checkExistingContainer(id: string, ctx: PolicyContext, loo
   const found = await lookups.container(id);
   if (!found) return; // the daemon answers 404 itself
   const c = canonicalKeys(found) as ContainerInspect;
-  await checkHostConfig(objectOr(c.HostConfig, 'HostConfig'), ctx, lookups);
-  await checkResolvedMounts(c.Mounts ?? [], ctx, lookups, `container ${c.Name?.replace(/^\//, '') ?? id}`);
+  const name = typeof c.Name === 'string' ? c.Name.replace(/^\//, '') : id;
+  try {
+    await checkHostConfig(objectOr(c.HostConfig, 'HostConfig'), ctx, lookups);
+    await checkResolvedMounts(c.Mounts ?? [], ctx, lookups, 'its mounts');
+  } catch (err) {
+    if (err instanceof Refusal) throw new Refusal(`container ${name}: ${err.what}`, err.why, `${err.instead}; recreate the container without it (docker rm ${name})`);
+    throw err;
+  }
 }
 
 /** The decision for an existing container (used by `repo up` for inherited containers). */
