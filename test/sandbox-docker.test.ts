@@ -16,7 +16,7 @@ test.before(() => {
   // A container that needs nothing from the (loaded) machine's timing to be "up".
   writeCounterApp(src, `up() {
   docker image inspect tine-busybox >/dev/null 2>&1 || docker import busybox.tar tine-busybox >/dev/null || return 1
-  docker container inspect sleeper >/dev/null 2>&1 || docker create --name sleeper --network host tine-busybox sleep 600 >/dev/null || return 1
+  docker container inspect sleeper >/dev/null 2>&1 || docker create --name sleeper --network none tine-busybox sleep 600 >/dev/null || return 1
   docker start sleeper >/dev/null
 }
 down() {

@@ -10,6 +10,8 @@ import { createHash } from 'node:crypto';
 import type { HostConfig } from '../host/config.js';
 import { mountPoints, run } from '../host/system.js';
 import { TineError, EXIT } from '../errors.js';
+import { hostConfigPath } from '../host/config.js';
+import { tineHostScript } from '../host/install.js';
 
 export interface DaemonPaths {
   networkId: number;
@@ -18,8 +20,13 @@ export interface DaemonPaths {
   dataRoot: string;
   execRoot: string;
   pidFile: string;
+  /** The socket the sandbox and the Tinefile see (DOCKER_HOST): served by the filtering proxy. */
   socket: string;
+  /** dockerd's own socket, in a root-only directory: only tine's root code talks to it. */
+  rawSocket: string;
   logFile: string;
+  proxyPidFile: string;
+  proxyLogFile: string;
 }
 
 export function daemonPaths(config: HostConfig, repoPath: string, networkId: number): DaemonPaths {
@@ -30,9 +37,15 @@ export function daemonPaths(config: HostConfig, repoPath: string, networkId: num
     execRoot: join(config.runDir, `docker-exec-${networkId}`),
     pidFile: join(config.runDir, `docker-${networkId}.pid`),
     socket: join(config.runDir, `docker-${networkId}.sock`),
+    rawSocket: join(rawSocketDir(config), `${networkId}.sock`),
     logFile: join(config.runDir, `docker-${networkId}.log`),
+    proxyPidFile: join(config.runDir, `docker-proxy-${networkId}.pid`),
+    proxyLogFile: join(config.runDir, `docker-proxy-${networkId}.log`),
   };
 }
+
+/** Root-only (0700) directory of the raw dockerd sockets: the sandbox user can never reach one. */
+export const rawSocketDir = (config: Pick<HostConfig, 'runDir'>) => join(config.runDir, 'docker-raw');
 
 /**
  * Network ids are unique per install, not per machine: a second install (a test host)
@@ -58,17 +71,16 @@ const STOP_TIMEOUT_MS = 30_000;
  *   command under `nsenter --net=…` to give each repository its own network namespace.
  * - containerd namespace and cgroup parent per network id: a fork's containers keep their
  *   parent's container ids, which must not collide in a shared containerd or cgroup tree.
- * - socket group = the sandbox user's group, mode 0660: hooks (uid 7111) can use it. Today
- *   every sandbox-user process could reach every repo's socket by permissions alone; the
- *   sandbox (mount namespace exposing only its own socket) and the docker proxy narrow that.
+ * - socket: the raw one, root:root in a 0700 directory. The sandbox user reaches the daemon
+ *   only through the repository's filtering proxy (proxy.ts), which serves `socket`.
  */
 export function daemonArgs(config: HostConfig, p: DaemonPaths): string[] {
   return [
     '--data-root', p.dataRoot,
     '--exec-root', p.execRoot,
     '--pidfile', p.pidFile,
-    '--host', `unix://${p.socket}`,
-    '--group', String(config.sandboxUid),
+    '--host', `unix://${p.rawSocket}`,
+    '--group', '0',
     '--storage-driver', 'overlay2',
     '--bridge', 'none',
     '--iptables=false',
@@ -109,7 +121,7 @@ function isOurDockerd(pid: number, p: DaemonPaths): boolean {
   } catch {
     return false;
   }
-  return argv.includes(`unix://${p.socket}`);
+  return argv.includes(`unix://${p.rawSocket}`);
 }
 
 /** The pid of this repository's running dockerd, or null. */
@@ -184,8 +196,13 @@ export function ensureRootOwnedDataRoot(p: DaemonPaths): void {
 /** Start the repository's dockerd (no-op if it already runs) and wait until it answers. */
 export async function startDaemon(config: HostConfig, p: DaemonPaths): Promise<{ pid: number; started: boolean }> {
   const running = daemonPid(p);
-  if (running !== null) return { pid: running, started: false };
+  if (running !== null) {
+    // A proxy that crashed (or was killed) is replaced; its socket answered nothing meanwhile.
+    if (proxyPid(p) === null) await startProxy(p);
+    return { pid: running, started: false };
+  }
   ensureRootOwnedDataRoot(p);
+  ensureRawSocketDir(config);
   // Leftovers of a daemon that died hard (crash, SIGKILL): its containerd and shims, their
   // mounts, and an exec-root whose containerd.pid may name a reused pid, which dockerd
   // would take for its containerd and wait on. A reboot clears /run; a crash does not.
@@ -219,12 +236,21 @@ export async function startDaemon(config: HostConfig, p: DaemonPaths): Promise<{
       next: [{ description: 'Install Docker (setup does it)', run: 'tine setup' }],
     });
     if (status.exited) break;
-    if (!existsSync(p.socket)) continue;
+    if (!existsSync(p.rawSocket)) continue;
+    let answered = false;
     try {
-      const r = await dockerApi(p.socket, 'GET', '/_ping', 2_000);
-      if (r.status === 200) return { pid: child.pid!, started: true };
+      answered = (await dockerApi(p.rawSocket, 'GET', '/_ping', 2_000)).status === 200;
     } catch {
       /* not listening yet */
+    }
+    if (answered) {
+      try {
+        await startProxy(p);
+      } catch (err) {
+        await stopDaemon(p).catch(() => undefined);
+        throw err;
+      }
+      return { pid: child.pid!, started: true };
     }
   }
   const why = status.exited ? `exited (${status.exited.code ?? status.exited.signal})` : `did not answer within ${START_TIMEOUT_MS / 1000}s`;
@@ -241,6 +267,8 @@ export async function startDaemon(config: HostConfig, p: DaemonPaths): Promise<{
  * left mounted under its data-root and exec-root. Always leaves nothing running.
  */
 export async function stopDaemon(p: DaemonPaths): Promise<{ stopped: boolean; forced: boolean }> {
+  // The endpoint first: nothing reaches the daemon while it stops.
+  await stopProxy(p);
   const pid = daemonPid(p);
   let forced = false;
   if (pid !== null) {
@@ -265,7 +293,97 @@ export async function stopDaemon(p: DaemonPaths): Promise<{ stopped: boolean; fo
   unmountUnder([p.dataRoot, p.execRoot]);
   rmSync(p.pidFile, { force: true });
   rmSync(p.socket, { force: true });
+  rmSync(p.rawSocket, { force: true });
   return { stopped: pid !== null, forced };
+}
+
+// ---- the filtering endpoint (proxy.ts), one process per repository ----
+
+/** The raw sockets' directory: root-owned 0700, whatever was there before. */
+function ensureRawSocketDir(config: HostConfig): void {
+  const dir = rawSocketDir(config);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== 0) {
+    throw new TineError('HOST_TAMPERED', EXIT.failure, `${dir} is not a root-owned directory: the raw Docker sockets must be reachable by root only`, {
+      next: [{ description: 'Inspect and remove it as root, then start again', run: `rm -rf ${dir}` }],
+    });
+  }
+  chmodSync(dir, 0o700);
+}
+
+/** Is this pid a living `tine-host docker-proxy` serving exactly this socket? */
+function isOurProxy(pid: number, p: DaemonPaths): boolean {
+  const argv = cmdline(pid);
+  const i = argv.indexOf('docker-proxy');
+  if (i < 0 || argv[i + 1] !== '--network-id' || argv[i + 2] !== String(p.networkId) || argv[i + 3] !== '--listen' || argv[i + 4] !== p.socket) return false;
+  try {
+    return !readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.startsWith('Z');
+  } catch {
+    return false;
+  }
+}
+
+export function proxyPid(p: DaemonPaths): number | null {
+  const pid = readPid(p.proxyPidFile);
+  return pid !== null && isOurProxy(pid, p) ? pid : null;
+}
+
+/** What the repository's DOCKER_HOST is: served by the filtering proxy, or answering nothing. */
+export function dockerConfinement(config: HostConfig, networkId: number): { docker: 'filtered' | 'down' } {
+  return { docker: proxyPid(daemonPaths(config, '/nonexistent', networkId)) !== null ? 'filtered' : 'down' };
+}
+
+const PROXY_START_TIMEOUT_MS = 15_000;
+
+/** Start the repository's filtering proxy (replacing a dead one) and wait until it answers. */
+export async function startProxy(p: DaemonPaths): Promise<number> {
+  await stopProxy(p);
+  const log = openSync(p.proxyLogFile, 'a', 0o600);
+  let child;
+  try {
+    child = spawn(process.execPath, [tineHostScript, 'docker-proxy', '--network-id', String(p.networkId), '--listen', p.socket], {
+      detached: true,
+      stdio: ['ignore', log, log],
+      env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', TINE_HOST_CONFIG: hostConfigPath() },
+    });
+  } finally {
+    closeSync(log);
+  }
+  let exited: string | null = null;
+  child.once('error', (e) => (exited = e.message));
+  child.once('exit', (code, signal) => (exited = `exited (${code ?? signal})`));
+  child.unref();
+  const deadline = Date.now() + PROXY_START_TIMEOUT_MS;
+  for (let i = 0; Date.now() < deadline && i < 1000 && !exited; i++) {
+    await sleep(i < 40 ? 10 : 50);
+    if (readPid(p.proxyPidFile) !== child.pid) continue;
+    try {
+      if ((await dockerApi(p.socket, 'GET', '/_ping', 2_000)).status === 200) return child.pid!;
+    } catch {
+      /* not yet */
+    }
+  }
+  try { child.kill('SIGKILL'); } catch { /* gone */ }
+  let tail = '';
+  try { tail = readFileSync(p.proxyLogFile, 'utf8').trim().split('\n').slice(-5).join('\n'); } catch { /* none */ }
+  throw new TineError('DOCKER_PROXY_FAILED', EXIT.failure, `the filtering Docker endpoint of network id ${p.networkId} ${exited ?? 'did not answer'}: ${tail}`, {
+    details: { log: p.proxyLogFile },
+    next: [{ description: 'Read the endpoint\'s log', run: `tail -50 ${p.proxyLogFile}` }],
+  });
+}
+
+export async function stopProxy(p: DaemonPaths): Promise<void> {
+  const pid = proxyPid(p);
+  if (pid !== null) {
+    try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
+    for (let i = 0; i < 100 && isOurProxy(pid, p); i++) await sleep(20);
+    if (isOurProxy(pid, p)) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    for (let i = 0; i < 50 && isOurProxy(pid, p); i++) await sleep(20);
+  }
+  rmSync(p.proxyPidFile, { force: true });
+  // The socket stays absent until a new proxy listens: it never falls through to the daemon.
+  rmSync(p.socket, { force: true });
 }
 
 /** The daemon's cgroup parent in every mounted hierarchy (v1: one per controller; v2: one). */

@@ -11,7 +11,9 @@ import { type RepoRecord, type RepoRow, toRecord, requireRepo, findByGuid } from
 import { forkRepo } from '../repo/operations.js';
 import { failpoint } from '../repo/intents.js';
 import { deliverSecrets, withdrawSecrets, secretsDirOf } from '../secrets/delivery.js';
-import { daemonPaths, daemonPid, startDaemon, stopDaemon, ensureRootOwnedDataRoot, listContainers, startContainer, type DaemonPaths } from '../docker/daemon.js';
+import { daemonPaths, daemonPid, proxyPid, startProxy, startDaemon, stopDaemon, ensureRootOwnedDataRoot, listContainers, startContainer, type DaemonPaths } from '../docker/daemon.js';
+import { decideContainerStart } from '../docker/proxy-policy.js';
+import { policyContext, rawLookups } from '../docker/proxy.js';
 import { identityOf, readIdentity, rewriteContainers, writeIdentity } from '../docker/identity.js';
 import { findTinefiles, runHook, hookFailed, hookError, type HookOutcome } from './tinefile.js';
 import { TineError, EXIT, conflict, toTineError } from '../errors.js';
@@ -75,6 +77,8 @@ export interface UpResult extends RepoRecord {
   /** false when it was already up with a live daemon (nothing done). */
   changed: boolean;
   containersStarted: number;
+  /** Containers that were running but that the Docker endpoint's rules refuse to start. */
+  containersRefused?: { id: string; message: string }[];
   tinefiles: string[];
 }
 
@@ -85,6 +89,7 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
     const ref = formatRef(row);
     const tinefiles = findTinefiles(row.path);
     if (row.state === 'up' && daemonPid(p) !== null) {
+      if (proxyPid(p) === null) await ctx.timeline.step('docker_proxy', 'Docker endpoint restarted', () => startProxy(p));
       return { ...toRecord(row, ctx.config), changed: false, containersStarted: 0, tinefiles };
     }
     const retry = [
@@ -93,6 +98,7 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
     ];
     const undo = new UndoStack();
     let containersStarted = 0;
+    const containersRefused: { id: string; message: string }[] = [];
     try {
       const wereRunning = await ctx.timeline.step('docker_daemon', 'Docker daemon started', async () => {
         // A daemon left running while the repository is down is stopped first, so its
@@ -113,10 +119,18 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
       undo.push('withdraw secrets', () => withdrawSecrets(ctx, record));
       await ctx.timeline.step('containers', 'Containers started', async () => {
         if (!wereRunning.length) return;
-        const now = new Map((await listContainers(p.socket)).map((c) => [c.Id, c.State]));
+        const now = new Map((await listContainers(p.rawSocket)).map((c) => [c.Id, c.State]));
+        // Inherited containers get the filtering endpoint's rules too (a fork's were made in
+        // its parent, possibly as root): one it would refuse stays stopped, and is reported.
+        const policy = policyContext(ctx.config, row.path, p);
         for (const id of wereRunning) {
           if (now.get(id) === 'running' || !now.has(id)) continue;
-          await startContainer(p.socket, id);
+          const d = await decideContainerStart(id, policy, rawLookups(p.rawSocket));
+          if (!d.allow) {
+            containersRefused.push({ id, message: d.message });
+            continue;
+          }
+          await startContainer(p.rawSocket, id);
           containersStarted++;
         }
       });
@@ -134,7 +148,7 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
       });
       const upRow = setState(ctx, row.guid, 'up');
       undo.clear();
-      return { ...toRecord(upRow, ctx.config), changed: true, containersStarted, tinefiles };
+      return { ...toRecord(upRow, ctx.config), changed: true, containersStarted, ...(containersRefused.length ? { containersRefused } : {}), tinefiles };
     } catch (err) {
       await undo.unwind();
       setState(ctx, row.guid, 'down');
@@ -308,8 +322,8 @@ export async function repairLifecycle(ctx: OpContext): Promise<LifecycleRepair[]
   }
   const ids = new Set<number>();
   for (const n of names) {
-    const m = /^(?:docker-(\d+)\.pid|lifecycle-(\d+)\.lock)$/.exec(n);
-    if (m) ids.add(Number(m[1] ?? m[2]));
+    const m = /^(?:docker-(\d+)\.pid|docker-proxy-(\d+)\.pid|lifecycle-(\d+)\.lock)$/.exec(n);
+    if (m) ids.add(Number(m[1] ?? m[2] ?? m[3]));
   }
   for (const networkId of ids) {
     const file = lockFile(ctx, networkId);
@@ -318,7 +332,7 @@ export async function repairLifecycle(ctx: OpContext): Promise<LifecycleRepair[]
     const row = ctx.db.prepare('SELECT * FROM repos WHERE network_id = ?').get(networkId) as RepoRow | undefined;
     const ref = row ? formatRef(row) : null;
     const p: DaemonPaths = row ? pathsOf(ctx, row) : orphanPaths(ctx, networkId);
-    if (daemonPid(p) !== null && row?.state !== 'up') {
+    if ((daemonPid(p) !== null || proxyPid(p) !== null) && row?.state !== 'up') {
       await stopDaemon(p);
       repairs.push({ networkId, ref, outcome: 'orphan_daemon_stopped' });
     }

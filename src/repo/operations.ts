@@ -16,6 +16,7 @@ import { removeKeysOf } from '../sandbox/keys.js';
 import { withdrawSecrets } from '../secrets/delivery.js';
 import { beforeForkSnapshot, stopBeforeDelete } from '../lifecycle/operations.js';
 import { TineError, EXIT, conflict, invalidInput } from '../errors.js';
+import { dockerConfinement } from '../docker/daemon.js';
 
 const execFileP = promisify(execFile);
 
@@ -152,9 +153,9 @@ export function listRepos(ctx: OpContext): { repos: RepoRecord[] } {
   return { repos: listRows(ctx.db).map((r) => toRecord(r, ctx.config)) };
 }
 
-export function repoInfo(ctx: OpContext, input: { ref: Ref }): RepoRecord {
+export function repoInfo(ctx: OpContext, input: { ref: Ref }): RepoRecord & { confinement: Record<string, string> } {
   const row = requireRepo(ctx.db, input.ref);
-  return { ...toRecord(row, ctx.config), ...(row.status === 'deleting' ? { status: 'deleting' } : {}) };
+  return { ...toRecord(row, ctx.config), ...(row.status === 'deleting' ? { status: 'deleting' } : {}), confinement: { ...dockerConfinement(ctx.config, row.network_id) } };
 }
 
 export async function deleteRepo(ctx: OpContext, input: { ref: Ref; yes: boolean }): Promise<{ ref: string; guid: string; deleted: true }> {

@@ -2,7 +2,7 @@
 // container (busybox httpd on $TINE_IP:8080) serving a counter that a loop increments
 // every 50 ms and persists in the repository (data/n, a bind mount).
 import { mkdirSync, writeFileSync, readdirSync, readFileSync, chmodSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { writeBusyboxTar } from './busybox-image.js';
 import type { TestHost } from './host.js';
@@ -92,12 +92,15 @@ export function processesUnder(dir: string): number[] {
     .map(Number);
 }
 
-/** A live dockerd serving this socket path? */
+/** A live dockerd serving this socket path (the repository's DOCKER_HOST, served by its
+ *  filtering endpoint; dockerd itself listens on the raw socket behind it)? */
 export function dockerdFor(socket: string): number | null {
+  const id = /docker-(\d+)\.sock$/.exec(socket)?.[1];
+  const served = [`unix://${socket}`, ...(id ? [`unix://${join(dirname(socket), 'docker-raw', `${id}.sock`)}`] : [])];
   for (const n of readdirSync('/proc')) {
     if (!/^\d+$/.test(n)) continue;
     const argv = cmdline(n);
-    if (argv[0]?.endsWith('dockerd') && argv.includes(`unix://${socket}`)) {
+    if (argv[0]?.endsWith('dockerd') && served.some((s) => argv.includes(s))) {
       try {
         if (readFileSync(`/proc/${n}/stat`, 'utf8').split(') ')[1]?.startsWith('Z')) continue;
       } catch {
