@@ -189,6 +189,20 @@ test.serial('delete removes the namespace, the veth and (with the last repo netw
   t.false(existsSync(`/sys/class/net/${n.hostInterface}`), 'host veth gone');
   t.false(execFileSync('ip', ['route'], { encoding: 'utf8' }).includes(n.hostInterface), 'its route gone');
   t.true(nftTables().includes(nftTableName(cfg())), 'the filter stays while other repos have networks');
+  // A delete killed after its decision is finished by the next command, network included.
+  const c = host.run(['repo', 'create', 'crashy']);
+  t.is(c.code, 0, c.stdout);
+  t.is(host.run(['repo', 'exec', 'crashy', '--', 'true']).code, 0);
+  const cn = repoNetworkNames(cfg(), c.json.data.networkId);
+  t.true(existsSync(cn.netnsFile));
+  const killed = host.run(['repo', 'delete', 'crashy', '--yes'], { env: { TINE_FAILPOINT: 'delete:decided' } });
+  t.is(killed.signal, 'SIGKILL');
+  t.true(existsSync(cn.netnsFile), 'killed before the network was removed');
+  const list = host.run(['repo', 'list']);
+  t.is(list.code, 0, list.stdout);
+  t.false(list.json.data.repos.some((x: { ref: string }) => x.ref === 'crashy'));
+  t.false(existsSync(cn.netnsFile), 'the repair removed the namespace');
+  t.false(existsSync(`/sys/class/net/${cn.hostInterface}`), 'and the veth');
   for (const ref of ['app', 'quiet', 'broken']) {
     const d = host.run(['repo', 'delete', ref, '--yes'], { timeoutMs: 120_000 });
     t.is(d.code, 0, d.stdout + d.stderr);
