@@ -3,12 +3,13 @@
 // service (nor the parent to the fork's), each reaches its own, the host reaches both, and
 // a repository reaches the outside (a namespace this test makes, through masquerade).
 import test from 'ava';
-import { existsSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { makeTestHost, type TestHost } from './helpers/host.js';
+import { makeTestHost, tineHostBin, type TestHost } from './helpers/host.js';
 import { writeCounterApp, openTestHostForSandbox, getCounter, teardownLifecycleHost } from './helpers/lifecycle-app.js';
-import { repoNetworkNames, networkTag, nftTableName } from '../src/network/netns.js';
+import { repoNetworkNames, networkTag, nftTableName, hostNetworkIsRepoNetwork } from '../src/network/netns.js';
 import { helperPath } from '../src/sandbox/helper.js';
 
 let host: TestHost;
@@ -83,7 +84,15 @@ test.after.always(async () => {
 });
 
 test.serial('each repository runs in its own namespace; info shows its addresses and the active layer', (t) => {
+  const setup = host.run(['setup']);
+  t.is(setup.code, 0, setup.stdout);
+  t.true(setup.json.steps.some((s: { step: string }) => s.step === 'network'), 'setup checked the kernel network features');
+  t.false(nftTables().includes(`${nftTableName(cfg())}-check`), 'its scratch table is gone');
   t.not(parent.ip, fork.ip);
+  // The daemon itself runs in the repository's namespace.
+  const pid = Number(execFileSync('cat', [join(host.runDir, `docker-${fork.networkId}.pid`)], { encoding: 'utf8' }).trim());
+  t.true(hostNetworkIsRepoNetwork(cfg(), fork.networkId, pid), 'the fork\'s dockerd is in the fork\'s namespace');
+  t.false(hostNetworkIsRepoNetwork(cfg(), parent.networkId, pid));
   for (const rec of [parent, fork]) {
     const n = repoNetworkNames(cfg(), rec.networkId);
     t.true(existsSync(n.netnsFile), `${n.netnsFile} exists`);
@@ -209,4 +218,23 @@ test.serial('delete removes the namespace, the veth and (with the last repo netw
   }
   t.false(nftTables().includes(nftTableName(cfg())), 'the last one took the table');
   t.false(execFileSync('ip', ['-o', 'link'], { encoding: 'utf8' }).includes(`tn${networkTag(cfg())}`));
+});
+
+test('a host config whose addressBlock is loopback, too small or not a CIDR is refused naming the field', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tine-netcfg-'));
+  try {
+    for (const [block, why] of [['127.64.0.0/10', /loopback/], ['10.0.0.0/16', /\/13 or larger/], ['10.64.0.1/13', /not aligned/], ['nope', /CIDR/]] as const) {
+      const file = join(dir, `host-${block.replace(/\W/g, '_')}.json`);
+      writeFileSync(file, JSON.stringify({ addressBlock: block, stateDir: join(dir, 'state'), runDir: join(dir, 'run') }));
+      const r = spawnSync(process.execPath, [tineHostBin, 'repo', 'list', '-o', 'json'], { env: { ...process.env, TINE_HOST_CONFIG: file }, encoding: 'utf8' });
+      const env = JSON.parse(r.stdout.trim().split('\n').pop()!);
+      t.is(r.status, 1, r.stdout);
+      t.is(env.error.code, 'HOST_CONFIG_INVALID');
+      t.regex(env.error.message, /field addressBlock/);
+      t.regex(env.error.message, why);
+      t.false(existsSync(join(dir, 'state')), 'nothing written');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -204,7 +204,7 @@ export async function startDaemon(config: HostConfig, p: DaemonPaths): Promise<{
     // The daemon (and its host-network containers) live in the repository's own network
     // namespace (src/network/netns.ts). nsenter, not `ip netns exec`: that remounts /sys
     // and dockerd then fails. No namespace → no daemon (ensureRepoNetwork throws).
-    const net = ensureRepoNetwork(config, p.networkId);
+    const net = ensureRepoNetwork(config, p.networkId, { reloadFilter: true });
     child = spawn('nsenter', [`--net=${net.netnsFile}`, 'dockerd', ...daemonArgs(config, p)], {
       detached: true,
       stdio: ['ignore', log, log],

@@ -39,8 +39,11 @@ const NETNS_DIR = '/run/netns';
 const TOOL_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 /** 4 hex digits from the run dir: unique per install, short enough for 15-char interface names. */
+const tags = new Map<string, string>();
 export function networkTag(config: Pick<HostConfig, 'runDir'>): string {
-  return createHash('sha256').update(config.runDir).digest('hex').slice(0, 4);
+  let tag = tags.get(config.runDir);
+  if (!tag) tags.set(config.runDir, (tag = createHash('sha256').update(config.runDir).digest('hex').slice(0, 4)));
+  return tag;
 }
 
 export interface RepoNetworkNames {
@@ -61,9 +64,11 @@ export const nftTableName = (config: Pick<HostConfig, 'runDir'>) => `tine-${netw
 /** Written after the table was loaded in this boot: lets the fast path skip spawning nft. */
 const tableMarker = (config: Pick<HostConfig, 'runDir'>) => join(config.runDir, `network-${networkTag(config)}.table`);
 
+let bootIdCache: string | undefined;
 function bootId(): string {
+  if (bootIdCache) return bootIdCache;
   try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return (bootIdCache = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim());
   } catch {
     return 'unknown';
   }
@@ -215,10 +220,14 @@ export interface EnsureResult extends RepoNetworkNames {
  * failure, what this call made is removed and NETWORK_SETUP_FAILED is thrown: the caller
  * must then not run anything on the host's network instead.
  */
-export function ensureRepoNetwork(config: NetConfig, networkId: number): EnsureResult {
+export function ensureRepoNetwork(config: NetConfig, networkId: number, opts: { reloadFilter?: boolean } = {}): EnsureResult {
   const n = repoNetworkNames(config, networkId);
   const addresses = repoAddresses(networkId, config);
-  if (repoNetworkActive(config, networkId)) return { ...n, created: false, addresses };
+  if (repoNetworkActive(config, networkId)) {
+    // Starting a daemon is slow anyway: there the filter is reloaded (a table flushed by hand comes back).
+    if (opts.reloadFilter) ensureFilter(config);
+    return { ...n, created: false, addresses };
+  }
   try {
     buildRepoNetwork(config, networkId, n, addresses);
   } catch (err) {
@@ -360,7 +369,7 @@ export function missingNetworkFeatures(config: NetConfig): string[] {
   if (!tryTool('ip', ['link', 'add', a, 'type', 'veth', 'peer', 'name', b])) missing.push('veth (CONFIG_VETH)');
   tryTool('ip', ['link', 'del', a]);
   const scratch = `tine-${tag}-check`;
-  const probe = (rule: string, chain: string) => tryTool('nft', ['-f', '-'], `table ip ${scratch} {\n ${chain}\n}\ndelete table ip ${scratch}\n`.replace('RULE', rule));
+  const probe = (rule: string, chain: string) => tryTool('nft', ['-f', '-'], `table ip ${scratch} {\n ${chain}\n}\ndelete table ip ${scratch}\n`.replace('RULE', rule ? `${rule};` : ''));
   if (!probe('', 'chain f { type filter hook forward priority 0; RULE }')) missing.push('nf_tables (CONFIG_NF_TABLES)');
   else {
     if (!probe('meta l4proto tcp reject with tcp reset; reject with icmp type admin-prohibited', 'chain f { type filter hook forward priority 0; RULE }')) missing.push('nftables reject (CONFIG_NFT_REJECT)');
