@@ -164,6 +164,18 @@ test.serial('repo exec works for a repository that is down (its namespace is mad
   t.is(host.run(['repo', 'info', 'quiet']).json.data.confinement.network, 'isolated');
 });
 
+test.serial('first use from four processes at once: every one runs, in one namespace', async (t) => {
+  const r = host.run(['repo', 'create', 'race']);
+  t.is(r.code, 0, r.stdout);
+  const runs = await Promise.all(Array.from({ length: 4 }, () => host.runAsync(['repo', 'exec', 'race', '--', 'sh', '-c', 'cat /proc/net/fib_trie'], { timeoutMs: 60_000 })));
+  for (const x of runs) {
+    t.is(x.code, 0, x.stdout + x.stderr);
+    t.true(x.stdout.includes(r.json.data.ip));
+  }
+  t.true(existsSync(repoNetworkNames(cfg(), r.json.data.networkId).netnsFile));
+  t.is(host.run(['repo', 'delete', 'race', '--yes']).code, 0);
+});
+
 test.serial('fail closed: when the namespace cannot be made, exec is refused and nothing runs', (t) => {
   const r = host.run(['repo', 'create', 'broken']);
   t.is(r.code, 0, r.stdout);

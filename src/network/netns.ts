@@ -98,6 +98,46 @@ function tryTool(cmd: string, args: string[], input?: string): boolean {
 
 const linkExists = (name: string) => existsSync(`/sys/class/net/${name}`);
 
+const LOCK_TIMEOUT_MS = 30_000;
+const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/**
+ * One builder or remover of this install's networks at a time (synchronous: the sandbox
+ * spawn is). Without it, removing the last repository network could delete the filter
+ * table just after another process loaded it for a new one. An O_EXCL file holding the
+ * holder's pid; a dead holder's lock is taken over.
+ */
+function withNetworkLock<T>(config: Pick<HostConfig, 'runDir'>, fn: () => T): T {
+  const file = join(config.runDir, `network-${networkTag(config)}.lock`);
+  mkdirSync(config.runDir, { recursive: true, mode: 0o711 });
+  const deadline = Date.now() + LOCK_TIMEOUT_MS;
+  for (let i = 0; ; i++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      let holder = 0;
+      try { holder = Number.parseInt(readFileSync(file, 'utf8'), 10); } catch { /* being written or just released */ }
+      let alive = true;
+      if (holder > 0) { try { process.kill(holder, 0); } catch (e) { alive = (e as NodeJS.ErrnoException).code === 'EPERM'; } }
+      if (!alive) { rmSync(file, { force: true }); continue; }
+      if (Date.now() > deadline || i > 10_000) {
+        throw new TineError('NETWORK_BUSY', EXIT.conflict, `network isolation: another process (pid ${holder}) has been changing repository networks for ${LOCK_TIMEOUT_MS / 1000}s`, {
+          details: { lock: file },
+          next: [{ description: 'Try again; if no tine process is running, remove the lock file', run: `rm ${file}` }],
+        });
+      }
+      pause(Math.min(50, 2 + i));
+    }
+  }
+  try {
+    return fn();
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
 /**
  * Is the repository's network layer in place? Two stat calls and one small read, no
  * process: this runs on every `repo exec`. (The namespace exists, the host end of its veth
@@ -225,16 +265,20 @@ export function ensureRepoNetwork(config: NetConfig, networkId: number, opts: { 
   const addresses = repoAddresses(networkId, config);
   if (repoNetworkActive(config, networkId)) {
     // Starting a daemon is slow anyway: there the filter is reloaded (a table flushed by hand comes back).
-    if (opts.reloadFilter) ensureFilter(config);
+    if (opts.reloadFilter) withNetworkLock(config, () => ensureFilter(config));
     return { ...n, created: false, addresses };
   }
-  try {
-    buildRepoNetwork(config, networkId, n, addresses);
-  } catch (err) {
-    removeRepoNetwork(config, networkId, { keepFilter: true });
-    throw err;
-  }
-  return { ...n, created: true, addresses };
+  return withNetworkLock(config, () => {
+    // Another process may have finished it while we waited.
+    if (repoNetworkActive(config, networkId)) return { ...n, created: false, addresses };
+    try {
+      buildRepoNetwork(config, networkId, n, addresses);
+    } catch (err) {
+      removeRepoNetworkUnlocked(config, networkId, { keepFilter: true });
+      throw err;
+    }
+    return { ...n, created: true, addresses };
+  });
 }
 
 function buildRepoNetwork(config: NetConfig, networkId: number, n: RepoNetworkNames, addresses: string[]): void {
@@ -298,6 +342,10 @@ export function removeFilter(config: NetConfig): void {
  * repository network of this install is left, the filter table goes too.
  */
 export function removeRepoNetwork(config: NetConfig, networkId: number, opts: { keepFilter?: boolean } = {}): { removed: boolean } {
+  return withNetworkLock(config, () => removeRepoNetworkUnlocked(config, networkId, opts));
+}
+
+function removeRepoNetworkUnlocked(config: NetConfig, networkId: number, opts: { keepFilter?: boolean } = {}): { removed: boolean } {
   const n = repoNetworkNames(config, networkId);
   let removed = false;
   if (linkExists(n.hostInterface)) {
@@ -324,8 +372,10 @@ export function removeInstallNetwork(config: NetConfig): void {
   const ids = new Set<number>(names.map((x) => Number(x.slice(prefix.length))).filter(Number.isInteger));
   const ifPrefix = `${HOST_IF_PREFIX}${networkTag(config)}`;
   for (const i of installInterfaces(config)) ids.add(Number(i.slice(ifPrefix.length)));
-  for (const id of ids) removeRepoNetwork(config, id, { keepFilter: true });
-  removeFilter(config);
+  withNetworkLock(config, () => {
+    for (const id of ids) removeRepoNetworkUnlocked(config, id, { keepFilter: true });
+    removeFilter(config);
+  });
 }
 
 export interface RepoNetworkStatus {
