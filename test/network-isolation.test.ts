@@ -146,6 +146,38 @@ test.serial('a repository reaches the outside through the masquerade; not the ho
   t.is(toHost.code, 7, toHost.all);
 });
 
+const IPT = '/usr/sbin/iptables';
+let hadIpFilterTable = true;
+let forwardPolicyChanged = false;
+function restoreForwardPolicy(): void {
+  if (!forwardPolicyChanged) return;
+  spawnSync(IPT, ['-P', 'FORWARD', 'ACCEPT']);
+  // iptables-nft made `table ip filter` for our policy: leave the host as we found it.
+  if (!hadIpFilterTable) spawnSync('/usr/sbin/nft', ['delete', 'table', 'ip', 'filter']);
+  forwardPolicyChanged = false;
+}
+test.after.always(restoreForwardPolicy);
+
+test.serial('a host FORWARD DROP policy (as Docker sets it) does not cut a repository off the outside', (t) => {
+  if (!existsSync(IPT)) return t.pass('no iptables on this host');
+  hadIpFilterTable = /table ip filter\b/.test(nftTables());
+  const before = execFileSync(IPT, ['-S', 'FORWARD'], { encoding: 'utf8' });
+  t.regex(before, /^-P FORWARD ACCEPT/m, 'starts from an ACCEPT policy');
+  forwardPolicyChanged = true;
+  execFileSync(IPT, ['-P', 'FORWARD', 'DROP']);
+  try {
+    const r = host.run(['repo', 'create', 'fw']);
+    t.is(r.code, 0, r.stdout);
+    const out = curlFrom('fw', `http://${OUT_NS_IP}:9000/`);
+    t.is(out.code, 0, `outside reachable under FORWARD DROP: ${out.all}`);
+    t.regex(execFileSync(IPT, ['-S', 'FORWARD'], { encoding: 'utf8' }), new RegExp(`tine-${networkTag(cfg())}`), 'our tagged ACCEPT rules are there');
+    t.is(curlFrom('fw', `http://${parent.ip}:8080/cgi-bin/n`).code, 7, 'still no way into another repository');
+    t.is(host.run(['repo', 'delete', 'fw', '--yes']).code, 0);
+  } finally {
+    restoreForwardPolicy();
+  }
+});
+
 test.serial('repo exec works for a repository that is down (its namespace is made on first use)', (t) => {
   const r = host.run(['repo', 'create', 'quiet']);
   t.is(r.code, 0, r.stdout);

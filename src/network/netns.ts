@@ -63,6 +63,8 @@ export function repoNetworkNames(config: Pick<HostConfig, 'runDir'>, networkId: 
 export const nftTableName = (config: Pick<HostConfig, 'runDir'>) => `tine-${networkTag(config)}`;
 /** Written after the table was loaded in this boot: lets the fast path skip spawning nft. */
 const tableMarker = (config: Pick<HostConfig, 'runDir'>) => join(config.runDir, `network-${networkTag(config)}.table`);
+/** Written as the last step of building a repository's network: until then it is not ready. */
+const readyMarker = (config: Pick<HostConfig, 'runDir'>, networkId: number) => join(config.runDir, `network-${networkTag(config)}-${networkId}.ready`);
 
 let bootIdCache: string | undefined;
 function bootId(): string {
@@ -139,16 +141,17 @@ function withNetworkLock<T>(config: Pick<HostConfig, 'runDir'>, fn: () => T): T 
 }
 
 /**
- * Is the repository's network layer in place? Two stat calls and one small read, no
- * process: this runs on every `repo exec`. (The namespace exists, the host end of its veth
- * exists — it is created after the namespace and before the addresses, and a namespace
- * without addresses reaches nothing — and the filter table was loaded in this boot.)
+ * Is the repository's network layer in place? Two stat calls and two small reads, no
+ * process: this runs on every `repo exec`. (The namespace and the host end of its veth
+ * exist, its build finished in this boot — not one still adding addresses in another
+ * process — and the filter table was loaded in this boot.)
  */
 export function repoNetworkActive(config: NetConfig, networkId: number): boolean {
   const n = repoNetworkNames(config, networkId);
   if (!existsSync(n.netnsFile) || !linkExists(n.hostInterface)) return false;
   try {
-    return readFileSync(tableMarker(config), 'utf8') === bootId();
+    const boot = bootId();
+    return readFileSync(readyMarker(config, networkId), 'utf8') === boot && readFileSync(tableMarker(config), 'utf8') === boot;
   } catch {
     return false;
   }
@@ -318,6 +321,7 @@ function buildRepoNetwork(config: NetConfig, networkId: number, n: RepoNetworkNa
   ].join('\n') + '\n');
   // IPv4 only: no IPv6 link-local path between the repository and the host.
   tryTool('nsenter', [`--net=${n.netnsFile}`, 'sysctl', '-qw', `net.ipv6.conf.${NS_IF}.disable_ipv6=1`]);
+  writeFileSync(readyMarker(config, networkId), bootId(), { mode: 0o644 });
 }
 
 /** Host-side interfaces of this install that still exist. */
@@ -348,6 +352,7 @@ export function removeRepoNetwork(config: NetConfig, networkId: number, opts: { 
 function removeRepoNetworkUnlocked(config: NetConfig, networkId: number, opts: { keepFilter?: boolean } = {}): { removed: boolean } {
   const n = repoNetworkNames(config, networkId);
   let removed = false;
+  rmSync(readyMarker(config, networkId), { force: true });
   if (linkExists(n.hostInterface)) {
     if (!tryTool('ip', ['link', 'del', n.hostInterface]) && linkExists(n.hostInterface)) throw networkError(`remove ${n.hostInterface}`, 'ip link del failed');
     removed = true;
