@@ -11,7 +11,7 @@ const ident = (guid: string, networkId: number): RepoIdentity => ({
   guid,
   path: `/mnt/tine/repos/${guid}`,
   networkId,
-  addresses: repoAddresses(networkId),
+  addresses: repoAddresses(networkId, { addressBlock: '100.64.0.0/10' }),
   execRoot: `/run/tine/docker-exec-${networkId}`,
   socket: `/run/tine/docker-${networkId}.sock`,
   secretsDir: `/run/tine/secrets/${networkId}`,

@@ -44,7 +44,8 @@ test.serial('repo create --from copies the tree into a grand owned by the sandbo
   t.is(d.grandGuid, d.guid);
   t.is(d.state, 'down');
   t.regex(d.dockerHost, new RegExp(`^unix://${host.runDir}/docker-${d.networkId}\\.sock$`));
-  t.regex(d.ip, /^127\.\d+\.\d+\.\d+$/);
+  t.regex(d.ip, /^\d+\.\d+\.\d+\.\d+$/);
+  t.false(d.ip.startsWith('127.'), 'a routable address: loopback cannot be routed into a repository namespace');
   t.is(readFileSync(join(d.path, 'a.txt'), 'utf8'), 'alpha\n');
   t.is(readFileSync(join(d.path, 'sub', 'b.bin')).length, 1 << 20);
   t.is(readFileSync(join(d.path, 'link'), 'utf8'), 'alpha\n');
@@ -61,10 +62,12 @@ test.serial('repo create without --from makes an empty grand; info and list retu
   t.is(r.code, 0);
   const info = host.run(['repo', 'info', 'empty']);
   t.is(info.code, 0);
-  // info adds what is live about it (confinement layers); the record itself is the same.
-  const { confinement, ...record } = info.json.data;
+  // info is the record plus what only info shows: the addresses and the confinement layers.
+  const { addresses, confinement, ...record } = info.json.data;
   t.deepEqual(record, r.json.data);
+  t.is(addresses[0], r.json.data.ip);
   t.is(confinement.docker, 'down');
+  t.is(confinement.network, 'absent', 'no namespace until the repository is first used');
   const list = host.run(['repo', 'list']);
   t.truthy(list.json.data.repos.find((x: { ref: string }) => x.ref === 'empty'));
   t.deepEqual(readdirSync(r.json.data.path), []);

@@ -4,7 +4,10 @@
 // a new root that shows only one repository, Landlock, privilege drop; exec.
 //
 //   tine-sandbox --uid U --gid G --hostname H --repo DIR [--docker-sock FILE]
-//                [--landlock required|off] [--pty] [--status-fd N] -- CMD [ARG...]
+//                [--netns FILE] [--landlock required|off] [--pty] [--status-fd N] -- CMD [ARG...]
+//
+// --netns: join that network namespace (the repository's, /run/netns/…) first, as root,
+// before the other namespaces are made; if it cannot be opened or joined, nothing runs.
 //
 // The environment it is started with is the command's environment (built from an
 // allow-list by the caller). Every step checks its result; any failure before exec aborts
@@ -131,6 +134,7 @@ struct opts {
   const char *hostname;
   const char *repo;
   const char *docker_sock;
+  const char *netns;
   int landlock;  // 1 = required, 0 = off (operator's explicit choice)
   int pty;
   char **argv;
@@ -159,6 +163,7 @@ static void parse_args(int argc, char **argv, struct opts *o) {
     else if (!strcmp(a, "--hostname")) o->hostname = v;
     else if (!strcmp(a, "--repo")) o->repo = v;
     else if (!strcmp(a, "--docker-sock")) o->docker_sock = v;
+    else if (!strcmp(a, "--netns")) o->netns = v;
     else if (!strcmp(a, "--status-fd")) status_fd = (int)parse_id(v, "status-fd");
     else if (!strcmp(a, "--landlock")) {
       if (!strcmp(v, "required")) o->landlock = 1;
@@ -173,6 +178,7 @@ static void parse_args(int argc, char **argv, struct opts *o) {
   if (!o->hostname || !*o->hostname) die("--hostname is required");
   if (!o->repo || o->repo[0] != '/' || strstr(o->repo, "/../") || strstr(o->repo, "/./")) die("--repo must be an absolute, normalized path");
   if (o->docker_sock && o->docker_sock[0] != '/') die("--docker-sock must be an absolute path");
+  if (o->netns && o->netns[0] != '/') die("--netns must be an absolute path");
   if (i >= argc) die("no command given after --");
   o->argv = argv + i;
 }
@@ -605,6 +611,12 @@ int main(int argc, char **argv) {
     }
   }
 
+  if (o.netns) {
+    int nsfd = open(o.netns, O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0) die("open network namespace %s", o.netns);
+    CHECK(setns(nsfd, CLONE_NEWNET), "join network namespace %s", o.netns);
+    close(nsfd);
+  }
   CHECK(unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS), "unshare namespaces");
   sigset_t set;
   catch_forwarded(&set);

@@ -19,7 +19,7 @@ export function renderTotal(ms: number, tty: boolean): string {
   return `  ${color(1, 'Total'.padEnd(52, ' '), tty)}${formatMs(ms).padStart(10)}`;
 }
 
-export function renderRecord(r: RepoRecord): string {
+export function renderRecord(r: RepoRecord & { addresses?: string[]; confinement?: Record<string, string> }): string {
   const rows: [string, string | number | null][] = [
     ['ref', r.ref],
     ['kind', r.parentGuid ? `fork (consistency: ${r.consistency})` : 'grand'],
@@ -28,6 +28,8 @@ export function renderRecord(r: RepoRecord): string {
     ['grand', r.grandGuid],
     ['network id', r.networkId],
     ['ip', r.ip],
+    ['addresses', r.addresses ? r.addresses.join(' ') : null],
+    ['confinement', r.confinement ? Object.entries(r.confinement).map(([k, v]) => `${k}: ${v}`).join(', ') : null],
     ['path', r.path],
     ['docker', r.dockerHost],
     ['state', r.state],

@@ -100,7 +100,7 @@ export async function execute(name: string, raw: unknown, opts: ExecuteOptions):
       for (const r of await repairLifecycle(ctx)) {
         warnings.push(`repaired an interrupted lifecycle operation of ${r.ref ?? `network id ${r.networkId}`}: ${r.outcome.replace(/_/g, ' ')}`);
       }
-      for (const r of await repairDeadIntents(ctx.db, ctx.store)) {
+      for (const r of await repairDeadIntents(ctx.db, ctx.store, ctx.config)) {
         warnings.push(`repaired an interrupted ${r.op} of ${r.repoGuid}: ${r.outcome.replace('_', ' ')}`);
       }
     }

@@ -12,6 +12,7 @@ import { mountPoints, run } from '../host/system.js';
 import { TineError, EXIT } from '../errors.js';
 import { hostConfigPath } from '../host/config.js';
 import { tineHostScript } from '../host/install.js';
+import { ensureRepoNetwork } from '../network/netns.js';
 
 export interface DaemonPaths {
   networkId: number;
@@ -66,9 +67,9 @@ const STOP_TIMEOUT_MS = 30_000;
  *   repository leaves empty; overlay2 keeps layers as plain directories (checked on btrfs).
  * - no bridge, no iptables/ip6tables, no masquerade, no userland proxy: nothing is shared
  *   with other daemons (no docker0, no DOCKER chains). Containers use host networking and
- *   bind to the repository's own loopback addresses (TINE_IP…); a fork binds to its own
- *   block, so parent and forks run the same port at once. Issue 6 can later start this same
- *   command under `nsenter --net=…` to give each repository its own network namespace.
+ *   bind to the repository's own addresses (TINE_IP…); a fork binds to its own
+ *   block, so parent and forks run the same port at once. The command runs under
+ *   `nsenter --net=…` in the repository's own network namespace (issue 6).
  * - containerd namespace and cgroup parent per network id: a fork's containers keep their
  *   parent's container ids, which must not collide in a shared containerd or cgroup tree.
  * - socket: the raw one, root:root in a 0700 directory. The sandbox user reaches the daemon
@@ -217,7 +218,11 @@ export async function startDaemon(config: HostConfig, p: DaemonPaths): Promise<{
   const status: { exited: { code: number | null; signal: NodeJS.Signals | null } | null } = { exited: null };
   let child;
   try {
-    child = spawn('dockerd', daemonArgs(config, p), {
+    // The daemon (and its host-network containers) live in the repository's own network
+    // namespace (src/network/netns.ts). nsenter, not `ip netns exec`: that remounts /sys
+    // and dockerd then fails. No namespace → no daemon (ensureRepoNetwork throws).
+    const net = ensureRepoNetwork(config, p.networkId, { reloadFilter: true });
+    child = spawn('nsenter', [`--net=${net.netnsFile}`, 'dockerd', ...daemonArgs(config, p)], {
       detached: true,
       stdio: ['ignore', log, log],
       // A clean environment: nothing of the caller's (DOCKER_HOST, agent signals) leaks in.

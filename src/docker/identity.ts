@@ -21,8 +21,8 @@ export interface RepoIdentity {
   secretsDir?: string;
 }
 
-export function identityOf(guid: string, path: string, p: DaemonPaths, secretsDir: string): RepoIdentity {
-  return { guid, path, networkId: p.networkId, addresses: repoAddresses(p.networkId), execRoot: p.execRoot, socket: p.socket, secretsDir };
+export function identityOf(guid: string, path: string, p: DaemonPaths, secretsDir: string, config: { addressBlock: string }): RepoIdentity {
+  return { guid, path, networkId: p.networkId, addresses: repoAddresses(p.networkId, config), execRoot: p.execRoot, socket: p.socket, secretsDir };
 }
 
 const identityFile = (repoPath: string) => join(repoPath, '.tine', 'identity.json');

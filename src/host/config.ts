@@ -4,6 +4,7 @@ import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import { z } from 'zod/v3';
 import { TineError, EXIT } from '../errors.js';
+import { addressBlockProblem } from '../repo/network.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/tine/host.json';
 
@@ -30,6 +31,15 @@ export const hostConfigSchema = z.object({
   auditRotateBytes: z.number().int().min(1024).default(8 * 1024 * 1024),
   /** Where `repo key add` installs sandbox-gateway keys (the account sshd logs them in as). */
   authorizedKeysFile: absolutePath.default('/root/.ssh/authorized_keys'),
+  /** The IPv4 block that repositories' addresses come from: a /29 per network id, plus the
+   *  gateway (block + 1) on the host side of every repository's veth. Not 127/8: loopback
+   *  addresses cannot be routed into a repository's network namespace. The default is the
+   *  shared address space of RFC 6598 (carrier-grade NAT), which hosts rarely use themselves
+   *  and which is large enough (a /10) for every network id; a host that uses it sets another. */
+  addressBlock: z.string().default('100.64.0.0/10').superRefine((v, ctx) => {
+    const why = addressBlockProblem(v);
+    if (why) ctx.addIssue({ code: z.ZodIssueCode.custom, message: why });
+  }),
 });
 
 export type HostConfig = z.infer<typeof hostConfigSchema>;
@@ -80,8 +90,8 @@ export function saveHostConfig(config: HostConfig): LoadedHostConfig {
   const configPath = hostConfigPath();
   mkdirSync(dirname(configPath), { recursive: true, mode: 0o755 });
   const tmp = `${configPath}.tmp-${process.pid}`;
-  const { datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock, procRoot, auditRotateBytes, authorizedKeysFile } = config;
-  writeFileSync(tmp, JSON.stringify({ datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock, procRoot, auditRotateBytes, authorizedKeysFile }, null, 2) + '\n', { mode: 0o644 });
+  const { datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock, procRoot, auditRotateBytes, authorizedKeysFile, addressBlock } = config;
+  writeFileSync(tmp, JSON.stringify({ datastore, pool, stateDir, runDir, sandboxUser, sandboxUid, landlock, procRoot, auditRotateBytes, authorizedKeysFile, addressBlock }, null, 2) + '\n', { mode: 0o644 });
   renameSync(tmp, configPath);
   cached = { ...config, configPath, configExists: true };
   return cached;

@@ -10,6 +10,7 @@ import { ensureLifecycleHost } from '../lifecycle/host.js';
 import { ensureSecretKeyForSetup } from '../secrets/store.js';
 import type { Timeline } from '../ops/timeline.js';
 import { unsupported, invalidInput, TineError, EXIT } from '../errors.js';
+import { missingNetworkFeatures } from '../network/netns.js';
 
 export interface SetupInput {
   datastore?: string;
@@ -49,6 +50,18 @@ export async function setupHost(config: LoadedHostConfig, timeline: Timeline, in
 
   await timeline.step('docker', 'Docker present; boot restore unit where systemd runs', () => {
     changed.push(...ensureLifecycleHost(next));
+  });
+
+  await timeline.step('network', 'Kernel network features present (netns, veth, nf_tables)', () => {
+    // Repositories are isolated from one another by the network layer (src/network/):
+    // a host that lacks a piece of it is refused here, not discovered at the first exec.
+    const missing = missingNetworkFeatures(next);
+    if (missing.length) {
+      throw new TineError('HOST_UNSUPPORTED', EXIT.unsupported, `the network isolation between repositories needs, and this host lacks: ${missing.join('; ')}`, {
+        details: { missing },
+        next: [{ description: 'Install iproute2, nftables and util-linux, or use a kernel with these features, then run setup again', run: 'tine setup' }],
+      });
+    }
   });
 
   await timeline.step('datastore', 'Datastore ready', () => {

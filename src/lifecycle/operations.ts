@@ -105,7 +105,7 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
         // data-root is quiet while the identity is rewritten.
         if (daemonPid(p) !== null) await stopDaemon(p);
         ensureRootOwnedDataRoot(p);
-        const own = identityOf(row.guid, row.path, p, secretsDirOf(ctx.config, row.network_id));
+        const own = identityOf(row.guid, row.path, p, secretsDirOf(ctx.config, row.network_id), ctx.config);
         const rewrite = rewriteContainers(p.dataRoot, readIdentity(row.path), own);
         writeIdentity(row.path, own);
         undo.push('stop daemon', async () => { await stopDaemon(p); });

@@ -2,6 +2,8 @@
 // reserves its row) before touching the disk, and removes it in the transaction that
 // commits. If its process dies in between, the next command finds an intent whose owner
 // is gone and repairs it: create/fork roll back to nothing; delete rolls forward.
+import { removeRepoNetwork } from '../network/netns.js';
+import type { HostConfig } from '../host/config.js';
 import type { Db } from '../state/db.js';
 import type { StoreDriver } from '../store/driver.js';
 import { loadNative } from '../native/addon.js';
@@ -57,7 +59,7 @@ export interface Repair {
 }
 
 /** Repair every intent whose owner died. Safe to run concurrently: each intent is claimed first. */
-export async function repairDeadIntents(db: Db, store: StoreDriver): Promise<Repair[]> {
+export async function repairDeadIntents(db: Db, store: StoreDriver, config?: Pick<HostConfig, 'runDir' | 'addressBlock'>): Promise<Repair[]> {
   const repairs: Repair[] = [];
   const rows = db.prepare('SELECT * FROM intents ORDER BY id').all() as IntentRow[];
   for (const intent of rows) {
@@ -67,7 +69,7 @@ export async function repairDeadIntents(db: Db, store: StoreDriver): Promise<Rep
       .prepare('UPDATE intents SET owner_pid = ?, owner_start = ? WHERE id = ? AND owner_pid = ? AND owner_start = ?')
       .run(process.pid, ownStartTime(), intent.id, intent.owner_pid, intent.owner_start).changes;
     if (claimed !== 1) continue;
-    const row = db.prepare('SELECT status FROM repos WHERE guid = ?').get(intent.repo_guid) as { status: string } | undefined;
+    const row = db.prepare('SELECT status, network_id FROM repos WHERE guid = ?').get(intent.repo_guid) as { status: string; network_id: number } | undefined;
     if ((intent.op === 'create' || intent.op === 'fork') && row?.status === 'ready') {
       clearIntent(db, intent.id);
       repairs.push({ op: intent.op, repoGuid: intent.repo_guid, outcome: 'finished_already' });
@@ -75,6 +77,8 @@ export async function repairDeadIntents(db: Db, store: StoreDriver): Promise<Rep
     }
     // Roll back a half-made repository, or finish a delete that was decided.
     if (store.volumeExists(intent.path)) await store.destroyVolume(intent.path);
+    // Its network namespace, veth and (if it was the last) filter go with it.
+    if (config && row) removeRepoNetwork(config, row.network_id);
     db.transaction(() => {
       db.prepare('DELETE FROM repos WHERE guid = ?').run(intent.repo_guid);
       clearIntent(db, intent.id);

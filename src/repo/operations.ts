@@ -1,5 +1,7 @@
 // Repository operations: one function each, called by the CLI, the RPC endpoint and the
 // MCP server alike. Inputs arrive validated; these functions own the undo lists.
+import { removeRepoNetwork, networkConfinement } from '../network/netns.js';
+import { repoAddresses } from './network.js';
 import { randomUUID } from 'node:crypto';
 import { statSync, chownSync } from 'node:fs';
 import { execFile } from 'node:child_process';
@@ -153,9 +155,14 @@ export function listRepos(ctx: OpContext): { repos: RepoRecord[] } {
   return { repos: listRows(ctx.db).map((r) => toRecord(r, ctx.config)) };
 }
 
-export function repoInfo(ctx: OpContext, input: { ref: Ref }): RepoRecord & { confinement: Record<string, string> } {
+export function repoInfo(ctx: OpContext, input: { ref: Ref }): RepoRecord & { addresses: string[]; confinement: Record<string, string> } {
   const row = requireRepo(ctx.db, input.ref);
-  return { ...toRecord(row, ctx.config), ...(row.status === 'deleting' ? { status: 'deleting' } : {}), confinement: { ...dockerConfinement(ctx.config, row.network_id) } };
+  return {
+    ...toRecord(row, ctx.config),
+    addresses: repoAddresses(row.network_id, ctx.config),
+    confinement: { ...dockerConfinement(ctx.config, row.network_id), ...networkConfinement(ctx.config, row.network_id) },
+    ...(row.status === 'deleting' ? { status: 'deleting' } : {}),
+  };
 }
 
 export async function deleteRepo(ctx: OpContext, input: { ref: Ref; yes: boolean }): Promise<{ ref: string; guid: string; deleted: true }> {
@@ -199,6 +206,9 @@ export async function deleteRepo(ctx: OpContext, input: { ref: Ref; yes: boolean
     if (ctx.store.volumeExists(row.path)) await ctx.store.destroyVolume(row.path);
   });
   failpoint('delete:destroyed');
+  await ctx.timeline.step('network', 'Network namespace removed', () => {
+    removeRepoNetwork(ctx.config, row.network_id);
+  });
   const keysRemoved = removeKeysOf(ctx, row.guid);
   if (keysRemoved) ctx.timeline.record('keys', `Removed ${keysRemoved} SSH key(s) of ${ref}`, 0);
   db.transaction(() => {

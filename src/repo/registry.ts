@@ -51,7 +51,7 @@ export function toRecord(row: RepoRow, config: HostConfig): RepoRecord {
     networkId: row.network_id,
     path: row.path,
     dockerHost: `unix://${join(config.runDir, `docker-${row.network_id}.sock`)}`,
-    ip: firstServiceAddress(row.network_id),
+    ip: firstServiceAddress(row.network_id, config),
     state: row.state,
     consistency: row.consistency,
     createdAt: row.created_at,

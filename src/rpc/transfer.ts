@@ -63,7 +63,7 @@ export async function openHost(): Promise<Host> {
   attachDatastore(config);
   const db = openDb(config);
   const store = new BtrfsSubvolumeDriver();
-  await repairDeadIntents(db, store);
+  await repairDeadIntents(db, store, config);
   const transferDir = join(config.datastore, 'transfer');
   mkdirSync(transferDir, { recursive: true, mode: 0o700 });
   return { config, db, store, transferDir };

@@ -10,6 +10,7 @@ import type { HostConfig } from '../host/config.js';
 import type { RepoRecord } from '../repo/registry.js';
 import { hookEnv } from '../lifecycle/tinefile.js';
 import { TineError, EXIT } from '../errors.js';
+import { ensureRepoNetwork } from '../network/netns.js';
 
 /** The helper's own codes (a shell's conventions): setup failed / cannot exec / not found. */
 export const SANDBOX_EXIT = { setupFailed: 125, cannotExec: 126, notFound: 127 } as const;
@@ -91,12 +92,16 @@ export interface SandboxInvocation {
 export function sandboxInvocation(ctx: { config: HostConfig }, repo: RepoRecord, argv: string[], opts: Pick<SandboxOptions, 'pty' | 'env' | 'hookSecrets'> = {}, callerEnv: NodeJS.ProcessEnv = process.env): SandboxInvocation {
   const { config } = ctx;
   if (argv.length === 0) throw new TineError('INVALID_INPUT', EXIT.usage, 'command: is empty', { field: 'command' });
+  // The repository's own network namespace (made on first use, and again after a reboot);
+  // if it cannot be made this throws NETWORK_SETUP_FAILED: never the host's network instead.
+  const net = ensureRepoNetwork(config, repo.networkId);
   const args = [
     '--uid', String(config.sandboxUid), '--gid', String(config.sandboxUid),
     // HOST_NAME_MAX is 64; a ref may be up to 127 characters.
     '--hostname', repo.ref.slice(0, 64),
     '--repo', repo.path,
     '--docker-sock', dockerSocketPath(config, repo.networkId),
+    '--netns', net.netnsFile,
     '--landlock', config.landlock,
     '--status-fd', '3',
     ...(opts.pty ? ['--pty'] : []),

@@ -2,7 +2,8 @@
 // datastore, state dir, run dir and host config (TINE_HOST_CONFIG), set up by the real
 // `tine-host setup`. Run commands as real processes with `host.run([...])`.
 import { spawnSync, spawn, type SpawnSyncReturns } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync, openSync, closeSync, readFileSync, unlinkSync } from 'node:fs';
+import { removeInstallNetwork } from '../../src/network/netns.js';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeLoopFs, type LoopFs } from './loopfs.js';
@@ -29,6 +30,8 @@ export interface TestHost {
   datastore: string;
   stateDir: string;
   runDir: string;
+  /** This host's repository address block: one of TEST_BLOCKS, held by a lock file until cleanup. */
+  addressBlock: string;
   env: NodeJS.ProcessEnv;
   /** Run `tine-host ARGS -o json` (or `tine` with bin: 'tine'). */
   run(args: string[], opts?: { env?: NodeJS.ProcessEnv; input?: string; bin?: 'tine' | 'tine-host'; timeoutMs?: number }): RunResult;
@@ -47,6 +50,41 @@ function toResult(r: Pick<SpawnSyncReturns<string>, 'status' | 'signal' | 'stdou
   return { code: r.status, signal: r.signal as NodeJS.Signals | null, stdout: r.stdout, stderr: r.stderr, json };
 }
 
+/** Address blocks for test hosts: eight /13s of 10.64.0.0/10, never the default block of a
+ *  real install (100.64.0.0/10); one per concurrent test host (ava runs files in parallel). */
+const TEST_BLOCKS = Array.from({ length: 8 }, (_, i) => `10.${64 + 8 * i}.0.0/13`);
+const blockLock = (i: number) => `/tmp/tine-test-address-block-${i}.lock`;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Take a free block (O_EXCL lock file holding our pid; a dead holder's lock is taken over). */
+function allocateAddressBlock(): { block: string; release: () => void } {
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < TEST_BLOCKS.length; i++) {
+      try {
+        const fd = openSync(blockLock(i), 'wx', 0o600);
+        writeFileSync(fd, String(process.pid));
+        closeSync(fd);
+        return { block: TEST_BLOCKS[i]!, release: () => { try { unlinkSync(blockLock(i)); } catch { /* gone */ } } };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        if (round === 1) continue;
+        let holder = 0;
+        try { holder = Number.parseInt(readFileSync(blockLock(i), 'utf8'), 10); } catch { /* being written */ }
+        if (holder > 0 && !pidAlive(holder)) { try { unlinkSync(blockLock(i)); } catch { /* raced */ } }
+      }
+    }
+  }
+  throw new Error(`all ${TEST_BLOCKS.length} test address blocks are in use (${TEST_BLOCKS.map((_, i) => blockLock(i)).join(', ')})`);
+}
+
 export function makeTestHost(opts: { size?: string; setup?: boolean } = {}): TestHost {
   const fs = makeLoopFs({ size: opts.size ?? '3G' });
   const dir = fs.dir;
@@ -57,13 +95,14 @@ export function makeTestHost(opts: { size?: string; setup?: boolean } = {}): Tes
   const configPath = join(dir, 'host.json');
   // pool: null — the datastore is a btrfs this test made (the embedded pool has its own test).
   // Repo keys go to a file of the test, never to root's own authorized_keys.
-  writeFileSync(configPath, JSON.stringify({ datastore, pool: null, stateDir, runDir, authorizedKeysFile: join(dir, 'authorized_keys') }));
+  const { block: addressBlock, release: releaseBlock } = allocateAddressBlock();
+  writeFileSync(configPath, JSON.stringify({ datastore, pool: null, stateDir, runDir, authorizedKeysFile: join(dir, 'authorized_keys'), addressBlock }));
   const env: NodeJS.ProcessEnv = { ...process.env, TINE_HOST_CONFIG: configPath };
   // A test must not inherit the agent signals of whoever runs the suite.
   for (const k of ['TINE_AGENT', 'CLAUDECODE', 'GEMINI_CLI', 'COPILOT_CLI', 'CURSOR_TRACE_ID', 'CODEX_THREAD_ID', 'CODEX_SANDBOX', 'CLINE_ACTIVE', 'TINE_ALLOW_GRAND_REPO']) delete env[k];
   const argvFor = (args: string[], bin: 'tine' | 'tine-host' = 'tine-host') => [bin === 'tine' ? tineBin : tineHostBin, ...args, ...(args.includes('-o') ? [] : ['-o', 'json'])];
   const host: TestHost = {
-    fs, dir, configPath, datastore, stateDir, runDir, env,
+    fs, dir, configPath, datastore, stateDir, runDir, addressBlock, env,
     run(args, o = {}) {
       const r = spawnSync(process.execPath, argvFor(args, o.bin), {
         env: { ...env, ...o.env }, input: o.input ?? '', encoding: 'utf8', timeout: o.timeoutMs ?? 120_000,
@@ -86,7 +125,13 @@ export function makeTestHost(opts: { size?: string; setup?: boolean } = {}): Tes
       });
     },
     cleanup() {
-      fs.cleanup();
+      // Namespaces, veths and the nft table of this install (processes in them are gone by now).
+      try {
+        removeInstallNetwork({ runDir, addressBlock });
+      } finally {
+        releaseBlock();
+        fs.cleanup();
+      }
     },
   };
   if (opts.setup !== false) {
