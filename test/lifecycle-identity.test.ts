@@ -45,7 +45,7 @@ test('rewriteContainers rewrites configs, reports and resets running containers'
     mkdirSync(c1, { recursive: true });
     mkdirSync(c2, { recursive: true });
     writeFileSync(join(c1, 'config.v2.json'), JSON.stringify({ State: { Running: true, Pid: 42 }, Config: { Env: [`ADDR=${parent.addresses[0]}`] }, LogPath: `${parent.path}/.tine/docker/containers/c1/c1-json.log` }));
-    writeFileSync(join(c1, 'hostconfig.json'), JSON.stringify({ NetworkMode: 'host', Binds: [`${parent.path}/data:/data`] }));
+    writeFileSync(join(c1, 'hostconfig.json'), JSON.stringify({ NetworkMode: 'host', Binds: [`${parent.path}/data:/data`], RestartPolicy: { Name: 'always', MaximumRetryCount: 0 } }));
     writeFileSync(join(c2, 'config.v2.json'), JSON.stringify({ State: { Running: false, Pid: 0 }, Config: { Env: [] } }));
     writeFileSync(join(dir, 'containers', 'not-json'), 'x');
     mkdirSync(join(dir, 'network', 'files'), { recursive: true });
@@ -60,6 +60,9 @@ test('rewriteContainers rewrites configs, reports and resets running containers'
     t.deepEqual(cfg.Config.Env, [`ADDR=${fork.addresses[0]}`]);
     t.true(cfg.LogPath.startsWith(fork.path + '/'));
     t.deepEqual(JSON.parse(readFileSync(join(c1, 'hostconfig.json'), 'utf8')).Binds, [`${fork.path}/data:/data`]);
+    // Inherited from another identity: dockerd must not start it by itself before tine checked it.
+    t.deepEqual(r.suspendedRestarts, [{ id: 'c1', policy: { Name: 'always', MaximumRetryCount: 0 } }]);
+    t.deepEqual(JSON.parse(readFileSync(join(c1, 'hostconfig.json'), 'utf8')).RestartPolicy, { Name: 'no', MaximumRetryCount: 0 });
     t.deepEqual(JSON.parse(readFileSync(join(c2, 'config.v2.json'), 'utf8')), { State: { Running: false, Pid: 0 }, Config: { Env: [] } });
     // A user-defined network anywhere: the store is kept.
     writeFileSync(join(dir, 'network', 'files', 'local-kv.db'), 'store');
@@ -68,7 +71,7 @@ test('rewriteContainers rewrites configs, reports and resets running containers'
     t.true(existsSync(join(dir, 'network', 'files', 'local-kv.db')));
     // Idempotent: a second pass from the fork's own identity changes nothing.
     const again = rewriteContainers(dir, fork, fork);
-    t.deepEqual(again, { rewritten: 0, wereRunning: [] });
+    t.deepEqual(again, { rewritten: 0, wereRunning: [], suspendedRestarts: [] });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -474,6 +474,22 @@ export async function listContainers(socket: string): Promise<ContainerSummary[]
   return JSON.parse(r.body) as ContainerSummary[];
 }
 
+/** POST /containers/{id}/update with a restart policy (given back after the policy check). */
+export function updateRestartPolicy(socket: string, id: string, policy: { Name: string; MaximumRetryCount?: number }): Promise<void> {
+  const body = JSON.stringify({ RestartPolicy: policy });
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: socket, method: 'POST', path: `/containers/${encodeURIComponent(id)}/update`, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: 10_000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => (text += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new TineError('DOCKER_API_FAILED', EXIT.failure, `docker: restore the restart policy of ${id.slice(0, 12)}: ${res.statusCode} ${text.trim()}`))));
+    });
+    req.on('timeout', () => req.destroy(new Error('docker API update: timed out')));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
 export async function startContainer(socket: string, id: string): Promise<void> {
   const r = await dockerApi(socket, 'POST', `/containers/${encodeURIComponent(id)}/start`, 60_000);
   // 304: already running (a restart policy started it first).

@@ -79,6 +79,9 @@ export interface RewriteResult {
   wereRunning: string[];
   /** The network store was dropped (only host/none networking: nothing in it to keep). */
   networkStoreReset?: boolean;
+  /** Restart policies set aside until the container passed the endpoint's rules (a new
+   *  identity: containers inherited from elsewhere, which dockerd would start by itself). */
+  suspendedRestarts: { id: string; policy: { Name: string; MaximumRetryCount?: number } }[];
 }
 
 /**
@@ -87,9 +90,13 @@ export interface RewriteResult {
  */
 export function rewriteContainers(dataRoot: string, from: RepoIdentity | null, to: RepoIdentity): RewriteResult {
   const dir = join(dataRoot, 'containers');
-  const result: RewriteResult = { rewritten: 0, wereRunning: [] };
+  const result: RewriteResult = { rewritten: 0, wereRunning: [], suspendedRestarts: [] };
   if (!existsSync(dir)) return result;
   const pairs = from ? identityReplacements(from, to) : [];
+  // dockerd starts containers with a restart policy by itself, before tine can check them
+  // against the Docker endpoint's rules: for containers that come from another identity (a
+  // fork's, made in its parent, possibly as root) the policy waits until they passed.
+  const inherited = !from || from.guid !== to.guid;
   let onlyHostNetworking = true;
   for (const id of readdirSync(dir)) {
     const configFile = join(dir, id, 'config.v2.json');
@@ -114,7 +121,23 @@ export function rewriteContainers(dataRoot: string, from: RepoIdentity | null, t
     let changed = stateText !== text;
     for (const file of [configFile, join(dir, id, 'hostconfig.json')]) {
       if (!existsSync(file)) continue;
-      const before = file === configFile ? stateText : readFileSync(file, 'utf8');
+      let before = file === configFile ? stateText : readFileSync(file, 'utf8');
+      if (file !== configFile && inherited) {
+        try {
+          const hc = JSON.parse(before) as { RestartPolicy?: { Name?: string; MaximumRetryCount?: number } };
+          const name = hc.RestartPolicy?.Name ?? '';
+          if (name !== '' && name !== 'no') {
+            result.suspendedRestarts.push({ id, policy: { Name: name, MaximumRetryCount: hc.RestartPolicy?.MaximumRetryCount ?? 0 } });
+            hc.RestartPolicy = { Name: 'no', MaximumRetryCount: 0 };
+            const suspended = JSON.stringify(hc);
+            writeAtomic(file, suspended);
+            before = suspended;
+            changed = true;
+          }
+        } catch {
+          /* not JSON: dockerd will not load it either */
+        }
+      }
       if (file !== configFile) {
         try {
           const mode = (JSON.parse(before) as { NetworkMode?: string }).NetworkMode;

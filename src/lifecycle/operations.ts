@@ -11,7 +11,7 @@ import { type RepoRecord, type RepoRow, toRecord, requireRepo, findByGuid } from
 import { forkRepo } from '../repo/operations.js';
 import { failpoint } from '../repo/intents.js';
 import { deliverSecrets, withdrawSecrets, secretsDirOf } from '../secrets/delivery.js';
-import { daemonPaths, daemonPid, proxyPid, startProxy, startDaemon, stopDaemon, ensureRootOwnedDataRoot, listContainers, startContainer, type DaemonPaths } from '../docker/daemon.js';
+import { daemonPaths, daemonPid, proxyPid, startProxy, startDaemon, stopDaemon, ensureRootOwnedDataRoot, listContainers, startContainer, updateRestartPolicy, type DaemonPaths } from '../docker/daemon.js';
 import { decideContainerStart } from '../docker/proxy-policy.js';
 import { policyContext, rawLookups } from '../docker/proxy.js';
 import { identityOf, readIdentity, rewriteContainers, writeIdentity } from '../docker/identity.js';
@@ -110,7 +110,7 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
         writeIdentity(row.path, own);
         undo.push('stop daemon', async () => { await stopDaemon(p); });
         await startDaemon(ctx.config, p);
-        return rewrite.wereRunning;
+        return rewrite;
       });
       failpoint('lifecycle:daemon_started');
       // Secrets before containers: a container that bind-mounts its secret files finds them.
@@ -118,12 +118,23 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
       const delivered = await deliverSecrets(ctx, record);
       undo.push('withdraw secrets', () => withdrawSecrets(ctx, record));
       await ctx.timeline.step('containers', 'Containers started', async () => {
-        if (!wereRunning.length) return;
+        const policy = policyContext(ctx.config, row.path, p);
+        // Restart policies set aside by the rewrite come back only for containers that pass.
+        for (const { id, policy: restart } of wereRunning.suspendedRestarts) {
+          const d = await decideContainerStart(id, policy, rawLookups(p.rawSocket));
+          if (!d.allow) {
+            containersRefused.push({ id, message: d.message });
+            continue;
+          }
+          await updateRestartPolicy(p.rawSocket, id, restart);
+        }
+        if (!wereRunning.wereRunning.length) return;
         const now = new Map((await listContainers(p.rawSocket)).map((c) => [c.Id, c.State]));
         // Inherited containers get the filtering endpoint's rules too (a fork's were made in
         // its parent, possibly as root): one it would refuse stays stopped, and is reported.
-        const policy = policyContext(ctx.config, row.path, p);
-        for (const id of wereRunning) {
+        const refused = new Set(containersRefused.map((c) => c.id));
+        for (const id of wereRunning.wereRunning) {
+          if (refused.has(id)) continue;
           if (now.get(id) === 'running' || !now.has(id)) continue;
           const d = await decideContainerStart(id, policy, rawLookups(p.rawSocket));
           if (!d.allow) {
