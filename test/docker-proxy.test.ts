@@ -68,6 +68,9 @@ test.serial('repo info shows the filtering endpoint; dockerd listens only on its
   t.is(execFileSync('stat', ['-c', '%a %u', join(host.runDir, 'docker-raw')], { encoding: 'utf8' }).trim(), '700 0');
 });
 
+/** A raw Engine API call through the repository's endpoint (what the CLI would not send). */
+const API = 'curl -sS --fail-with-body --unix-socket "${DOCKER_HOST#unix://}" -X POST -H "Content-Type: application/json"';
+
 const refusals: [string, string, RegExp][] = [
   ['--privileged', 'docker run --rm --privileged tine-busybox true', /tine: --privileged — /],
   ['--cap-add SYS_ADMIN', 'docker run --rm --cap-add SYS_ADMIN tine-busybox true', /tine: --cap-add (CAP_)?SYS_ADMIN — /],
@@ -84,6 +87,13 @@ const refusals: [string, string, RegExp][] = [
   ['--mount of the inherited /etc volume', 'docker run --rm --mount type=volume,src=rawetc,dst=/x tine-busybox true', /device=\/etc/],
   ['mounting the Docker socket', 'docker run --rm -v "${DOCKER_HOST#unix://}:/var/run/docker.sock" tine-busybox true', /mounts a Docker socket/],
   ['mounting the host\'s Docker socket', 'docker run --rm -v /var/run/docker.sock:/var/run/docker.sock tine-busybox true', /mounts a Docker socket/],
+  ['a tmpfs volume with o=bind to /etc', 'docker volume create --opt type=tmpfs --opt o=bind --opt device=/etc tv', /tine: volume tv with type=tmpfs o=bind device=\/etc — /],
+  ['ReadonlyPaths without /proc/sys (raw API)', `${API} -d '{"Image":"tine-busybox","HostConfig":{"ReadonlyPaths":["/nonexistent"]}}' http://d/containers/create 1>&2`, /tine: a ReadonlyPaths without \/proc\/bus — /],
+  ['MaskedPaths without the defaults (raw API)', `${API} -d '{"Image":"tine-busybox","HostConfig":{"MaskedPaths":["/proc/kcore"]}}' http://d/containers/create 1>&2`, /tine: a MaskedPaths without \/proc\/asound — /],
+  ['a container reached by a name with a slash (a link alias)', `${API} -d '{}' http://d/v1.43/containers/web/al/start 1>&2`, /tine: the route \/containers\/web\/al\/start — /],
+  ['API versions before 1.24', `${API} -d '{}' http://d/v1.23/containers/x/start 1>&2`, /tine: API version 1.23 — /],
+  ['a log driver that connects out', 'docker run --rm --log-driver syslog --log-opt syslog-address=unix:///dev/log tine-busybox true', /tine: --log-driver syslog — /],
+  ['--restart with a bind mount', 'docker run -d --restart always -v "$TINE_REPO_PATH/data:/d" tine-busybox sleep 1', /tine: --restart always with a bind mount — /],
   ['a plugin endpoint', 'docker plugin ls', /tine: the plugins endpoint — /],
   ['a swarm endpoint', 'docker swarm init', /tine: the swarm endpoint — /],
 ];
@@ -112,6 +122,16 @@ test.serial('allowed: --network host stays inside the repository\'s own network 
   for (const [, addr] of hostAddrs.matchAll(/inet (\d+\.\d+\.\d+\.\d+)\//g)) {
     if (!addr!.startsWith('127.')) t.false(r.stdout.includes(` ${addr}/`), `host address ${addr} is not inside`);
   }
+});
+
+test.serial('refused: docker update --restart on a container with a bind mount', (t) => {
+  const r0 = inFork('docker create --name rb -v "$TINE_REPO_PATH/data:/d" tine-busybox true');
+  t.is(r0.code, 0, r0.stderr);
+  const r = inFork('docker update --restart always rb');
+  t.not(r.code, 0);
+  t.regex(r.stderr, /tine: --restart always on a container with a bind mount — /);
+  t.is(raw(fork, ['inspect', '--format', '{{.HostConfig.RestartPolicy.Name}}', 'rb']).trim(), 'no');
+  inFork('docker rm rb');
 });
 
 test.serial('refused: exec --privileged on a running container; nothing runs', (t) => {

@@ -71,7 +71,31 @@ export function stripVersion(path: string): string {
 const CONTAINER_ACTION = /^\/containers\/([^/]+)\/(start|restart|update|exec)$/;
 /** Ways into a container that exists (a process in it, its files): it must pass the rules too,
  *  or a privileged container a fork inherited (or the daemon restarted) is a way out. */
-const CONTAINER_ENTRY = /^\/containers\/([^/]+)\/(attach|attach\/ws|archive|export|unpause)$/;
+const CONTAINER_ENTRY = /^\/containers\/([^/]+)\/(attach|attach\/ws|archive|export|unpause|copy)$/;
+
+/** The oldest API version served: 1.23 and older still take a host config at start and
+ *  have /copy; the docker CLI of any supported Docker speaks newer. */
+const MIN_API = [1, 24];
+
+function checkRoute(rawPath: string, path: string): void {
+  const v = /^\/v([0-9]+)\.([0-9]+)(\/|$)/.exec(rawPath);
+  if (v && (Number(v[1]) < MIN_API[0]! || (Number(v[1]) === MIN_API[0] && Number(v[2]) < MIN_API[1]!))) {
+    refuse(`API version ${v[1]}.${v[2]}`, 'versions before 1.24 take settings that bypass the checks made at create', 'use a current docker client', 400);
+  }
+  // dockerd routes /containers/{name:.*}/…: a name with a slash (a link alias like web/db,
+  // or %2F) would reach a container past the per-container rules. Names never hold one.
+  const seg = path.split('/');
+  if (seg[1] === 'containers' && seg.length >= 4) {
+    let id = seg[2]!;
+    try {
+      id = decodeURIComponent(id);
+    } catch {
+      refuse('a malformed container name', 'it cannot be checked', 'use the container\'s id or name');
+    }
+    const known = seg.length === 4 || (seg.length === 5 && seg[3] === 'attach' && seg[4] === 'ws');
+    if (id.includes('/') || !known) refuse(`the route ${path.slice(0, 80)}`, 'a container is named by its id or plain name; this path could reach another container past the checks', 'use the container\'s id or name');
+  }
+}
 
 /** Does this request's body have to be read and checked before it is forwarded? */
 export function bodyNeeded(method: string, rawPath: string): boolean {
@@ -85,6 +109,10 @@ export function isHijackEndpoint(method: string, rawPath: string): boolean {
   const path = stripVersion(rawPath);
   return method === 'POST' && (/^\/containers\/[^/]+\/attach$/.test(path) || /^\/exec\/[^/]+\/start$/.test(path) || path === '/session');
 }
+
+// Docker's default masked and read-only paths (moby/oci/defaults.go, as of 20.10).
+const DEFAULT_MASKED = ['/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware'];
+const DEFAULT_READONLY = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
 
 // Docker's default capability set (moby/oci/caps/defaults.go).
 const DEFAULT_CAPS = new Set(['CHOWN', 'DAC_OVERRIDE', 'FSETID', 'FOWNER', 'MKNOD', 'NET_RAW', 'SETGID', 'SETUID', 'SETFCAP', 'SETPCAP', 'NET_BIND_SERVICE', 'SYS_CHROOT', 'KILL', 'AUDIT_WRITE']);
@@ -109,7 +137,7 @@ export async function decide(req: ApiRequest, ctx: PolicyContext, lookups: Daemo
 const FIELDS = ['HostConfig', 'Name', 'Driver', 'DriverOpts', 'ConfigFrom', 'Ingress', 'Scope', 'Options', 'Privileged',
   'Devices', 'DeviceRequests', 'DeviceCgroupRules', 'CgroupParent', 'CapAdd', 'PidMode', 'IpcMode', 'UTSMode', 'UsernsMode',
   'NetworkMode', 'Runtime', 'SecurityOpt', 'MaskedPaths', 'ReadonlyPaths', 'VolumeDriver', 'Binds', 'Mounts', 'Type',
-  'Source', 'VolumeOptions', 'DriverConfig', 'VolumesFrom'];
+  'Source', 'VolumeOptions', 'DriverConfig', 'VolumesFrom', 'LogConfig', 'RestartPolicy'];
 const fold = (k: string) => k.replace(/\u017f/g, 's').replace(/\u212a/g, 'k').toLowerCase();
 const CANONICAL = new Map(FIELDS.map((f) => [fold(f), f]));
 const GO_MAPS = new Set(['DriverOpts', 'Options', 'Labels', 'Sysctls', 'StorageOpt', 'Annotations', 'Config']);
@@ -144,6 +172,7 @@ async function check(req: ApiRequest, ctx: PolicyContext, lookups: DaemonLookups
   if (req.body !== undefined) req = { ...req, body: canonicalKeys(req.body) };
   const path = stripVersion(req.path);
   const m = req.method;
+  checkRoute(req.path, path);
   if (CLUSTER.test(path)) {
     const what = path.split('/')[1];
     refuse(`the ${what} endpoint`, 'plugins and swarm reach beyond this repository\'s daemon (a plugin runs as root on the host)', 'run the service as a container of this repository instead');
@@ -188,7 +217,15 @@ async function check(req: ApiRequest, ctx: PolicyContext, lookups: DaemonLookups
       return;
     }
     if (verb === 'update') {
-      checkResources(req.body === undefined ? {} : objectBody(req.body, 'container update'));
+      const body = req.body === undefined ? {} : objectBody(req.body, 'container update');
+      checkResources(body);
+      const restart = str(objectOr(body.RestartPolicy, 'RestartPolicy').Name);
+      if (restart && restart !== 'no') {
+        const c = canonicalKeys(await lookups.container(id)) as ContainerInspect | null;
+        const binds = (c?.Mounts ?? []).some((mt) => mt.Type === 'bind');
+        const bindVolumes = await Promise.all((c?.Mounts ?? []).filter((mt) => mt.Type === 'volume' && mt.Name).map((mt) => isBindVolume(mt.Name!, lookups)));
+        if (binds || bindVolumes.some(Boolean)) refuse(`--restart ${restart} on a container with a bind mount`, RESTART_WHY, RESTART_INSTEAD);
+      }
       return;
     }
     // start / restart: a container's config is otherwise only checked at create, and a fork
@@ -287,9 +324,18 @@ async function checkHostConfig(h: Record<string, any>, ctx: PolicyContext, looku
     if (/^no-new-privileges([:=](true|false))?$/.test(opt) || opt === 'apparmor=docker-default' || opt === 'apparmor:docker-default') continue;
     refuse(`--security-opt ${opt.length > 60 ? opt.slice(0, 60) + '…' : opt}`, 'only no-new-privileges may be set: seccomp, AppArmor, SELinux labels and system paths stay Docker\'s defaults', 'drop this --security-opt');
   }
-  for (const field of ['MaskedPaths', 'ReadonlyPaths'] as const) {
-    if (Array.isArray(h[field]) && h[field].length === 0) refuse(`an empty ${field}`, 'it unmasks /proc and /sys paths of the host', `leave ${field} to Docker`);
+  // Docker replaces its default lists with any list given: one without /proc/sys leaves the
+  // host's kernel settings writable. A list must keep every default (more is fine).
+  for (const [field, defaults] of [['MaskedPaths', DEFAULT_MASKED], ['ReadonlyPaths', DEFAULT_READONLY]] as const) {
+    if (h[field] === undefined || h[field] === null) continue;
+    const given = new Set(list(h[field], field).map(str));
+    const dropped = defaults.filter((d) => !given.has(d));
+    if (dropped.length) refuse(`a ${field} without ${dropped[0]}`, 'it unmasks /proc and /sys paths of the host (a writable /proc/sys is root on the host)', `leave ${field} to Docker`);
   }
+  const log = objectOr(h.LogConfig, 'LogConfig');
+  const logType = str(log.Type);
+  // Other drivers (syslog, fluentd, gelf…) make the root daemon connect wherever they say.
+  if (logType && !['json-file', 'local', 'none'].includes(logType)) refuse(`--log-driver ${logType}`, 'a log driver other than json-file, local or none makes the daemon connect outside the repository', 'use the default json-file driver');
   const vd = str(h.VolumeDriver);
   if (vd && vd !== 'local') refuse(`--volume-driver ${vd}`, 'only the local driver keeps volumes inside this repository\'s daemon', 'drop --volume-driver');
   for (const b of list(h.Binds, 'Binds')) {
@@ -310,11 +356,44 @@ async function checkHostConfig(h: Record<string, any>, ctx: PolicyContext, looku
       refuse(`a mount of type ${type}`, 'only bind (inside the repository), volume, tmpfs and image mounts are allowed', 'use a named volume or a bind under the repository');
     }
   }
+  const restart = str(objectOr(h.RestartPolicy, 'RestartPolicy').Name);
+  if (restart && restart !== 'no' && (await bindsSomething(h, lookups))) refuse(`--restart ${restart} with a bind mount`, RESTART_WHY, RESTART_INSTEAD);
   for (const from of list(h.VolumesFrom, 'VolumesFrom')) {
     const id = str(from).split(':')[0]!;
     const other = canonicalKeys(await lookups.container(id)) as ContainerInspect | null;
     if (other) await checkResolvedMounts(other.Mounts ?? [], ctx, lookups, `--volumes-from ${id}`);
   }
+}
+
+// dockerd mounts a bind source by its path at every (re)start; a restart by policy is not
+// seen by the endpoint, and the sandbox user owns the tree, so it could swap the checked
+// directory for a symlink to anywhere in between.
+const RESTART_WHY = 'dockerd restarts it by itself, unchecked, and a bind source under the repository can be swapped for a symlink meanwhile';
+const RESTART_INSTEAD = 'use a named volume for its data, or start it again yourself (docker start)';
+
+/** Does this host config bind a path (a bind, a bind volume)? */
+async function bindsSomething(h: Record<string, any>, lookups: DaemonLookups): Promise<boolean> {
+  for (const b of list(h.Binds, 'Binds')) {
+    const source = str(b).split(':')[0]!;
+    if (source.startsWith('/')) return true;
+    if (source && (await isBindVolume(source, lookups))) return true;
+  }
+  for (const raw of list(h.Mounts, 'Mounts')) {
+    const mt = objectOr(raw, 'Mounts[]');
+    const type = str(mt.Type) || 'volume';
+    if (type === 'bind') return true;
+    if (type === 'volume') {
+      const dc = objectOr(objectOr(mt.VolumeOptions, 'VolumeOptions').DriverConfig, 'DriverConfig');
+      if (/(^|,)\s*r?bind\s*(,|$)/.test(str(objectOr(dc.Options, 'DriverOpts').o))) return true;
+      if (str(mt.Source) && (await isBindVolume(str(mt.Source), lookups))) return true;
+    }
+  }
+  return false;
+}
+
+async function isBindVolume(name: string, lookups: DaemonLookups): Promise<boolean> {
+  const v = canonicalKeys(await lookups.volume(name)) as { Options?: Record<string, string> } | null;
+  return /(^|,)\s*r?bind\s*(,|$)/.test(str(v?.Options?.o));
 }
 
 /** Mounts the daemon resolved for an existing container (binds, volumes, volumes-from). */
@@ -342,9 +421,16 @@ function checkVolumeDriver(name: string, driver: unknown, options: unknown, ctx:
   // The local driver's options (a Go map: exact keys); anything else is not checked here.
   for (const k of Object.keys(o)) if (!['type', 'o', 'device', 'size'].includes(k)) refuse(`${label} with option ${JSON.stringify(k)}`, 'only the local driver\'s type, o, device and size are allowed', 'drop that option');
   const type = str(o.type);
-  const flags = str(o.o).split(',').map((s) => s.trim());
+  const flags = str(o.o).split(',').map((s) => s.trim()).filter(Boolean);
   const device = str(o.device);
-  if (type === 'tmpfs') return;
+  // mount(2) ignores the filesystem type when a bind/move/remount flag is given: o=bind with
+  // type=tmpfs is a bind of any host path. Those flags are refused here, for every type.
+  if (flags.some((f) => ['move', 'remount'].includes(f))) refuse(`${label} with o=${str(o.o)}`, 'move and remount change mounts of the host', 'use a plain named volume');
+  if (type === 'tmpfs') {
+    const bad = flags.find((f) => !/^(size|mode|uid|gid|nr_inodes|nr_blocks)=[0-9a-zA-Z%]+$/.test(f));
+    if (bad !== undefined || (device && device !== 'tmpfs')) refuse(`${label} with type=tmpfs o=${str(o.o)} device=${device || '(none)'}`, 'a tmpfs volume takes only size, mode, uid, gid and nr_inodes (a bind flag would mount a host path)', 'drop the other options');
+    return;
+  }
   if (flags.includes('bind') || flags.includes('rbind')) {
     if (!device.startsWith('/')) refuse(`${label} binding ${JSON.stringify(device)}`, 'a bind volume needs an absolute device path inside the repository', 'bind a directory under the repository');
     checkBindSource(device, ctx, `${label} (o=bind, device=${device})`);

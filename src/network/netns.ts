@@ -180,6 +180,10 @@ table ip ${table} {
     type filter hook forward priority -10; policy accept;
     iifname ${tn} oifname ${tn} meta l4proto tcp reject with tcp reset
     iifname ${tn} oifname ${tn} reject with icmp type admin-prohibited
+    # The host's own container networks (Docker's bridges and their veths) are the host's,
+    # not the outside: a reverse proxy there reaches every repository and would relay.
+    iifname ${tn} oifname { "docker0", "br-*", "veth*" } meta l4proto tcp reject with tcp reset
+    iifname ${tn} oifname { "docker0", "br-*", "veth*" } reject with icmp type admin-prohibited
   }
   chain input {
     type filter hook input priority -10; policy accept;
