@@ -14,7 +14,8 @@
             "native/btrfs.cc",
             "native/common.cc",
             "native/fs.cc",
-            "native/proc.cc"
+            "native/proc.cc",
+            "native/pin.cc"
           ]
         }, {
           "sources": ["native/stub.cc"],

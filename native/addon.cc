@@ -8,6 +8,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tine::InitBtrfs(env, exports);
   tine::InitFs(env, exports);
   tine::InitProc(env, exports);
+  tine::InitPin(env, exports);
   return exports;
 }
 

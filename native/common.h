@@ -90,5 +90,6 @@ int ReadWholeFile(const std::string& path, std::string& out, std::string& failed
 void InitBtrfs(Napi::Env env, Napi::Object exports);
 void InitFs(Napi::Env env, Napi::Object exports);
 void InitProc(Napi::Env env, Napi::Object exports);
+void InitPin(Napi::Env env, Napi::Object exports);
 
 }  // namespace tine

@@ -13,6 +13,7 @@ import { TineError, EXIT } from '../errors.js';
 import { hostConfigPath } from '../host/config.js';
 import { tineHostScript } from '../host/install.js';
 import { ensureRepoNetwork } from '../network/netns.js';
+import { pinsDirOf, remakePins, unmountPins, type PinFailure } from './pins.js';
 
 export interface DaemonPaths {
   networkId: number;
@@ -28,6 +29,9 @@ export interface DaemonPaths {
   logFile: string;
   proxyPidFile: string;
   proxyLogFile: string;
+  /** Root-only directory of the repository's pinned bind sources (pins.ts). */
+  pinsDir: string;
+  repoPath: string;
 }
 
 export function daemonPaths(config: HostConfig, repoPath: string, networkId: number): DaemonPaths {
@@ -42,6 +46,8 @@ export function daemonPaths(config: HostConfig, repoPath: string, networkId: num
     logFile: join(config.runDir, `docker-${networkId}.log`),
     proxyPidFile: join(config.runDir, `docker-proxy-${networkId}.pid`),
     proxyLogFile: join(config.runDir, `docker-proxy-${networkId}.log`),
+    pinsDir: pinsDirOf(config, networkId),
+    repoPath,
   };
 }
 
@@ -195,12 +201,12 @@ export function ensureRootOwnedDataRoot(p: DaemonPaths): void {
 }
 
 /** Start the repository's dockerd (no-op if it already runs) and wait until it answers. */
-export async function startDaemon(config: HostConfig, p: DaemonPaths): Promise<{ pid: number; started: boolean }> {
+export async function startDaemon(config: HostConfig, p: DaemonPaths): Promise<{ pid: number; started: boolean; pinsRefused: PinFailure[] }> {
   const running = daemonPid(p);
   if (running !== null) {
     // A proxy that crashed (or was killed) is replaced; its socket answered nothing meanwhile.
     if (proxyPid(p) === null) await startProxy(p);
-    return { pid: running, started: false };
+    return { pid: running, started: false, pinsRefused: [] };
   }
   ensureRootOwnedDataRoot(p);
   ensureRawSocketDir(config);
@@ -214,6 +220,8 @@ export async function startDaemon(config: HostConfig, p: DaemonPaths): Promise<{
     /* a mount that would not go; dockerd reports what it cannot use */
   }
   mkdirSync(p.execRoot, { recursive: true, mode: 0o700 });
+  // Pins exist whenever dockerd may mount them: before it starts (restart policies).
+  const pinsRefused = remakePins(config, p.repoPath, p.networkId);
   const log = openSync(p.logFile, 'a', 0o600);
   const status: { exited: { code: number | null; signal: NodeJS.Signals | null } | null } = { exited: null };
   let child;
@@ -255,7 +263,7 @@ export async function startDaemon(config: HostConfig, p: DaemonPaths): Promise<{
         await stopDaemon(p).catch(() => undefined);
         throw err;
       }
-      return { pid: child.pid!, started: true };
+      return { pid: child.pid!, started: true, pinsRefused };
     }
   }
   const why = status.exited ? `exited (${status.exited.code ?? status.exited.signal})` : `did not answer within ${START_TIMEOUT_MS / 1000}s`;
@@ -296,6 +304,8 @@ export async function stopDaemon(p: DaemonPaths): Promise<{ stopped: boolean; fo
   if (forced) await killCgroupTree(p.cgroupParent);
   await removeCgroupTree(p.cgroupParent);
   unmountUnder([p.dataRoot, p.execRoot]);
+  // After the containers: their mounts are copies, but nothing may mount a pin any more.
+  unmountPins(p.pinsDir);
   rmSync(p.pidFile, { force: true });
   rmSync(p.socket, { force: true });
   rmSync(p.rawSocket, { force: true });

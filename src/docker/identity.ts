@@ -54,7 +54,9 @@ export function identityReplacements(from: RepoIdentity, to: RepoIdentity): [Reg
   // Paths: only whole path components (followed by /, quote or end).
   // An identity recorded before secrets had a directory still had one: <runDir>/secrets/<id>.
   const secretsOf = (i: RepoIdentity) => i.secretsDir ?? join(dirname(i.execRoot), 'secrets', String(i.networkId));
-  for (const [a, b] of [[from.path, to.path], [from.execRoot, to.execRoot], [from.socket, to.socket], [secretsOf(from), secretsOf(to)]] as const) {
+  // Pins (pins.ts): a fork's containers bind the fork's pins, made from its own files.
+  const pinsOf = (i: RepoIdentity) => join(dirname(i.execRoot), 'docker-pins', String(i.networkId));
+  for (const [a, b] of [[from.path, to.path], [from.execRoot, to.execRoot], [from.socket, to.socket], [secretsOf(from), secretsOf(to)], [pinsOf(from), pinsOf(to)]] as const) {
     if (a && b && a !== b) pairs.push([new RegExp(escapeRe(a) + '(?=[/"\\\\:]|$)', 'g'), b]);
   }
   // Addresses: whole dotted quads only (127.64.31.6 must not match inside 127.64.31.65).
@@ -154,6 +156,18 @@ export function rewriteContainers(dataRoot: string, from: RepoIdentity | null, t
       }
     }
     if (changed) result.rewritten++;
+  }
+  // Local volumes bound to a directory (o=bind, device=…: the repository's path or a pin)
+  // keep their options in volumes/<name>/opts.json: the fork's bind the fork's files.
+  const volumes = join(dataRoot, 'volumes');
+  if (pairs.length && existsSync(volumes)) {
+    for (const name of readdirSync(volumes)) {
+      const file = join(volumes, name, 'opts.json');
+      if (!existsSync(file)) continue;
+      const before = readFileSync(file, 'utf8');
+      const after = rewriteText(before, pairs);
+      if (after !== before) writeAtomic(file, after);
+    }
   }
   // The network store still holds the source's sandboxes and endpoints; dockerd then spends
   // most of its start cleaning them up one by one. With only host/none networking there is

@@ -23,6 +23,8 @@ export interface PolicyContext {
   proxySocket: string;
   /** True only when the daemon runs in the repository's own network namespace. */
   hostNetworkIsRepoNetwork: boolean;
+  /** This repository's pins (pins.ts): clones of bind sources the endpoint already checked. */
+  pinsDir?: string;
 }
 
 /** What the raw daemon knows, looked up only when a rule needs it. null = does not exist. */
@@ -448,6 +450,9 @@ function under(path: string, dir: string): boolean {
 }
 
 function checkBindSource(source: string, ctx: PolicyContext, what: string): void {
+  // A pin of this repository (a root-only directory): what the endpoint made from a checked source.
+  if (ctx.pinsDir && source.startsWith(ctx.pinsDir + '/') && /^p-[0-9a-f]{16}$/.test(source.slice(ctx.pinsDir.length + 1))) return;
+  if (under(source, join(ctx.runDir, 'docker-pins'))) refuse(what, 'it names a pinned bind source of another repository (a volume a fork inherited keeps its parent\'s)', 'recreate the volume or container in this repository (docker volume rm / docker rm, then create it again)');
   const r = resolveInside(source, [ctx.repoPath, ctx.secretsDir]);
   const isSocket = (p: string) => DOCKER_SOCKETS.includes(p) || p === ctx.proxySocket || (under(p, ctx.runDir) && !under(p, ctx.secretsDir)) || /docker\.sock$/.test(p);
   if (isSocket(r.path) || isSocket(source)) refuse(`${what} mounts a Docker socket`, 'a Docker socket in a container is root on the host', 'talk to Docker from the sandbox (DOCKER_HOST), not from a container');

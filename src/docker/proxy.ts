@@ -20,7 +20,8 @@ import { loadHostConfig } from '../host/config.js';
 import { openDb } from '../state/db.js';
 import { daemonPaths, daemonPid, type DaemonPaths } from './daemon.js';
 import { secretsDirOf } from '../secrets/delivery.js';
-import { bodyNeeded, decide, isHijackEndpoint, type DaemonLookups, type PolicyContext, type Decision } from './proxy-policy.js';
+import { bodyNeeded, canonicalKeys, decide, isHijackEndpoint, stripVersion, type DaemonLookups, type PolicyContext, type Decision } from './proxy-policy.js';
+import { pinRequestBody, pinSource } from './pins.js';
 
 const MAX_HEAD = 64 * 1024;
 const MAX_BODY = 4 * 1024 * 1024;
@@ -78,6 +79,7 @@ export function policyContext(config: { runDir: string }, repoPath: string, p: D
     runDir: config.runDir,
     proxySocket: p.socket,
     hostNetworkIsRepoNetwork: daemonHasOwnNetwork(p),
+    pinsDir: p.pinsDir,
   };
 }
 
@@ -181,7 +183,7 @@ function readBody(sock: Socket, head: Head, pull: () => Promise<Buffer | null>):
 }
 
 /** Serve one client connection: one request, checked, then piped. */
-function serveConnection(client: Socket, rawSocket: string, ctx: PolicyContext, lookups: DaemonLookups, log: (s: string) => void): void {
+function serveConnection(client: Socket, rawSocket: string, ctx: PolicyContext, lookups: DaemonLookups, log: (s: string) => void, pin?: (source: string) => string | null): void {
   let buf = Buffer.alloc(0);
   const waiting: ((d: Buffer | null) => void)[] = [];
   let ended = false;
@@ -233,6 +235,19 @@ function serveConnection(client: Socket, rawSocket: string, ctx: PolicyContext, 
       respond(client, decision.status, decision.message);
       return;
     }
+    // The decision sticks: bind sources inside the repository become pins of the inodes
+    // just checked, so a symlink swapped in later cannot redirect a (re)start's mount.
+    const api = stripVersion(path);
+    if (pin && bodyBytes && head.method === 'POST' && (api === '/containers/create' || api === '/volumes/create')) {
+      const body = canonicalKeys(parsed) as Record<string, any>;
+      try {
+        if (body && pinRequestBody(api, body, pin)) bodyBytes = Buffer.from(JSON.stringify(body), 'utf8');
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        const why = e.code === 'ELOOP' ? 'a component of a bind source changed into a symbolic link' : e.message;
+        throw new BadRequest(`tine: ${head.method} ${path} refused — its bind source could not be pinned (${why}); bind a real directory under the repository`, 403);
+      }
+    }
     // Forward: the request line as sent, headers minus hop-by-hop ones, one request only.
     const upgrade = isHijackEndpoint(head.method, path) && headerValues(head, 'upgrade').length > 0;
     const keep = head.headers.filter(([k]) => !['connection', 'keep-alive', 'proxy-connection', ...(upgrade ? [] : ['upgrade']), ...(bodyBytes ? ['content-length', 'transfer-encoding'] : [])].includes(k.toLowerCase()));
@@ -263,7 +278,9 @@ export interface ProxyHandle { close(): Promise<void> }
 /** Listen on `p.socket` (0660 root:gid) and forward to `p.rawSocket`. */
 export function serveProxy(p: DaemonPaths, ctx: PolicyContext, gid: number, log: (s: string) => void = () => {}): Promise<ProxyHandle> {
   const lookups = rawLookups(p.rawSocket);
-  const server = createServer({ allowHalfOpen: true }, (c) => serveConnection(c, p.rawSocket, ctx, lookups, log));
+  // pinsDir set: this is the repository's live endpoint (tests may serve without pins).
+  const pin = ctx.pinsDir ? (s: string) => pinSource({ runDir: ctx.runDir }, ctx.repoPath, p.networkId, s) : undefined;
+  const server = createServer({ allowHalfOpen: true }, (c) => serveConnection(c, p.rawSocket, ctx, lookups, log, pin));
   rmSync(p.socket, { force: true });
   const old = process.umask(0o177); // created 0600: never reachable before chown/chmod
   return new Promise((resolve, reject) => {

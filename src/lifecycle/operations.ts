@@ -14,6 +14,7 @@ import { deliverSecrets, withdrawSecrets, secretsDirOf } from '../secrets/delive
 import { daemonPaths, daemonPid, proxyPid, startProxy, startDaemon, stopDaemon, ensureRootOwnedDataRoot, listContainers, startContainer, updateRestartPolicy, type DaemonPaths } from '../docker/daemon.js';
 import { decideContainerStart } from '../docker/proxy-policy.js';
 import { policyContext, rawLookups } from '../docker/proxy.js';
+import { unmountPins } from '../docker/pins.js';
 import { identityOf, readIdentity, rewriteContainers, writeIdentity } from '../docker/identity.js';
 import { findTinefiles, runHook, hookFailed, hookError, type HookOutcome } from './tinefile.js';
 import { TineError, EXIT, conflict, toTineError } from '../errors.js';
@@ -79,6 +80,8 @@ export interface UpResult extends RepoRecord {
   containersStarted: number;
   /** Containers that were running but that the Docker endpoint's rules refuse to start. */
   containersRefused?: { id: string; message: string }[];
+  /** Pinned bind sources that could not be made again (pins.ts): their containers fail to start. */
+  pinsRefused?: { path: string; message: string }[];
   tinefiles: string[];
 }
 
@@ -99,6 +102,7 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
     const undo = new UndoStack();
     let containersStarted = 0;
     const containersRefused: { id: string; message: string }[] = [];
+    let pinsRefused: { path: string; message: string }[] = [];
     try {
       const wereRunning = await ctx.timeline.step('docker_daemon', 'Docker daemon started', async () => {
         // A daemon left running while the repository is down is stopped first, so its
@@ -109,7 +113,8 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
         const rewrite = rewriteContainers(p.dataRoot, readIdentity(row.path), own);
         writeIdentity(row.path, own);
         undo.push('stop daemon', async () => { await stopDaemon(p); });
-        await startDaemon(ctx.config, p);
+        const started = await startDaemon(ctx.config, p);
+        pinsRefused = started.pinsRefused.map(({ path, message }) => ({ path, message }));
         return rewrite;
       });
       failpoint('lifecycle:daemon_started');
@@ -159,7 +164,7 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
       });
       const upRow = setState(ctx, row.guid, 'up');
       undo.clear();
-      return { ...toRecord(upRow, ctx.config), changed: true, containersStarted, ...(containersRefused.length ? { containersRefused } : {}), tinefiles };
+      return { ...toRecord(upRow, ctx.config), changed: true, containersStarted, ...(containersRefused.length ? { containersRefused } : {}), ...(pinsRefused.length ? { pinsRefused } : {}), tinefiles };
     } catch (err) {
       await undo.unwind();
       setState(ctx, row.guid, 'down');
@@ -226,6 +231,7 @@ export function downRepo(ctx: OpContext, input: { ref: Ref }): Promise<DownResul
 /** `repo delete` stops a running repository first (its hooks' failures do not block it). */
 export async function stopBeforeDelete(ctx: OpContext, row: RepoRow): Promise<void> {
   if (row.state === 'up' || daemonPid(pathsOf(ctx, row)) !== null) await bringDown(ctx, row, { ignoreHookFailures: true });
+  unmountPins(pathsOf(ctx, row).pinsDir, { removeDir: true });
 }
 
 // ---- fork ----

@@ -74,6 +74,13 @@ export interface NativeAddon {
   peerPidfd(fd: number): number;
   /** pidfd_send_signal(pidfd, 0): does that process still live? */
   pidfdAlive(pidfd: number): boolean;
+  /**
+   * Open `root`, then each component of `relPath` with O_PATH|O_NOFOLLOW (a symlink: ELOOP,
+   * `..`: EXDEV), clone that inode's mount tree (open_tree) and attach it (move_mount) on
+   * `target`, which it creates: an empty 0700 directory, or an empty file for a non-directory.
+   * With `create`, missing components are made (mkdirat) and chowned to uid:gid. Sync.
+   */
+  pinBeneath(root: string, relPath: string, target: string, create?: { uid: number; gid: number }): void;
 }
 
 /** The host cannot run tine-host (not Linux, or the addon is missing/broken). Exit code 7. */
