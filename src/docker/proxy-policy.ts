@@ -219,15 +219,7 @@ async function check(req: ApiRequest, ctx: PolicyContext, lookups: DaemonLookups
       return;
     }
     if (verb === 'update') {
-      const body = req.body === undefined ? {} : objectBody(req.body, 'container update');
-      checkResources(body);
-      const restart = str(objectOr(body.RestartPolicy, 'RestartPolicy').Name);
-      if (restart && restart !== 'no') {
-        const c = canonicalKeys(await lookups.container(id)) as ContainerInspect | null;
-        const binds = (c?.Mounts ?? []).some((mt) => mt.Type === 'bind');
-        const bindVolumes = await Promise.all((c?.Mounts ?? []).filter((mt) => mt.Type === 'volume' && mt.Name).map((mt) => isBindVolume(mt.Name!, lookups)));
-        if (binds || bindVolumes.some(Boolean)) refuse(`--restart ${restart} on a container with a bind mount`, RESTART_WHY, RESTART_INSTEAD);
-      }
+      checkResources(req.body === undefined ? {} : objectBody(req.body, 'container update'));
       return;
     }
     // start / restart: a container's config is otherwise only checked at create, and a fork
@@ -358,44 +350,11 @@ async function checkHostConfig(h: Record<string, any>, ctx: PolicyContext, looku
       refuse(`a mount of type ${type}`, 'only bind (inside the repository), volume, tmpfs and image mounts are allowed', 'use a named volume or a bind under the repository');
     }
   }
-  const restart = str(objectOr(h.RestartPolicy, 'RestartPolicy').Name);
-  if (restart && restart !== 'no' && (await bindsSomething(h, lookups))) refuse(`--restart ${restart} with a bind mount`, RESTART_WHY, RESTART_INSTEAD);
   for (const from of list(h.VolumesFrom, 'VolumesFrom')) {
     const id = str(from).split(':')[0]!;
     const other = canonicalKeys(await lookups.container(id)) as ContainerInspect | null;
     if (other) await checkResolvedMounts(other.Mounts ?? [], ctx, lookups, `--volumes-from ${id}`);
   }
-}
-
-// dockerd mounts a bind source by its path at every (re)start; a restart by policy is not
-// seen by the endpoint, and the sandbox user owns the tree, so it could swap the checked
-// directory for a symlink to anywhere in between.
-const RESTART_WHY = 'dockerd restarts it by itself, unchecked, and a bind source under the repository can be swapped for a symlink meanwhile';
-const RESTART_INSTEAD = 'use a named volume for its data, or start it again yourself (docker start)';
-
-/** Does this host config bind a path (a bind, a bind volume)? */
-async function bindsSomething(h: Record<string, any>, lookups: DaemonLookups): Promise<boolean> {
-  for (const b of list(h.Binds, 'Binds')) {
-    const source = str(b).split(':')[0]!;
-    if (source.startsWith('/')) return true;
-    if (source && (await isBindVolume(source, lookups))) return true;
-  }
-  for (const raw of list(h.Mounts, 'Mounts')) {
-    const mt = objectOr(raw, 'Mounts[]');
-    const type = str(mt.Type) || 'volume';
-    if (type === 'bind') return true;
-    if (type === 'volume') {
-      const dc = objectOr(objectOr(mt.VolumeOptions, 'VolumeOptions').DriverConfig, 'DriverConfig');
-      if (/(^|,)\s*r?bind\s*(,|$)/.test(str(objectOr(dc.Options, 'DriverOpts').o))) return true;
-      if (str(mt.Source) && (await isBindVolume(str(mt.Source), lookups))) return true;
-    }
-  }
-  return false;
-}
-
-async function isBindVolume(name: string, lookups: DaemonLookups): Promise<boolean> {
-  const v = canonicalKeys(await lookups.volume(name)) as { Options?: Record<string, string> } | null;
-  return /(^|,)\s*r?bind\s*(,|$)/.test(str(v?.Options?.o));
 }
 
 /** Mounts the daemon resolved for an existing container (binds, volumes, volumes-from). */
