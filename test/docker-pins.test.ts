@@ -105,6 +105,37 @@ test.serial('the reviewer\'s restart-policy swap: every restart sees the origina
   t.deepEqual(logs.split('\n').filter(Boolean), ['marker', 'marker', 'marker'], logs);
 });
 
+test.serial('the repository root is root:7111 1770: the sandbox user cannot rename .tine away (nor plant its own)', (t) => {
+  const st = statSync(grand.path);
+  t.is(st.uid, 0);
+  t.is(st.gid, 7111);
+  t.is(st.mode & 0o7777, 0o1770);
+  const r = inRepo('app', 'mv .tine tine-away; echo "mv=$?"; touch mine && mv mine mine2 && rm mine2 && echo own-ok');
+  t.regex(r.stdout, /mv=1/, r.stdout + r.stderr);
+  t.regex(r.stdout, /own-ok/, 'its own entries it still renames and removes');
+  t.true(lstatSync(join(grand.path, '.tine')).isDirectory());
+});
+
+test.serial('a pin never takes the repository root or .tine, even when a checked path turns into a link to them', async (t) => {
+  const { pinSource } = await import('../src/docker/pins.js');
+  const { hostConfigSchema } = await import('../src/host/config.js');
+  const config = hostConfigSchema.parse(JSON.parse(readFileSync(host.configPath, 'utf8')));
+  // As if swapped in after the endpoint's check: the second resolution finds .tine / the root.
+  execFileSync('ln', ['-sfn', '../.tine', join(grand.path, 'data', 'to-tine')]);
+  execFileSync('ln', ['-sfn', '..', join(grand.path, 'data', 'to-root')]);
+  for (const name of ['to-tine', 'to-root']) {
+    const e = t.throws(() => pinSource(config, grand.path, grand.networkId, join(grand.path, 'data', name)));
+    t.is((e as NodeJS.ErrnoException).code, 'EPERM', name);
+  }
+});
+
+test.serial('one request may pin at most 32 bind sources', (t) => {
+  const binds = Array.from({ length: 33 }, (_, i) => `-v "$TINE_REPO_PATH/data/x:/m${i}"`).join(' ');
+  const r = inRepo('app', `docker create ${binds} tine-busybox true`);
+  t.not(r.code, 0);
+  t.regex(r.stderr, /more than 32 bind sources/);
+});
+
 test.serial('a volume with o=bind to a directory inside the repository binds a pin of it', (t) => {
   const r = inRepo('app', 'docker volume create --opt type=none --opt o=bind --opt device="$TINE_REPO_PATH/data/x" xvol >/dev/null && docker run --rm -v xvol:/v tine-busybox cat /v/marker');
   t.is(r.code, 0, r.stderr);

@@ -123,6 +123,21 @@ test.serial('allowed: --network host stays inside the repository\'s own network 
   }
 });
 
+test.serial('dockerd gets the body the endpoint checked: a repeated HostConfig cannot smuggle settings past it', (t) => {
+  // Go's decoder merges the two objects (Privileged stays true); JSON.parse keeps the last.
+  const r = inFork(`${API} -d '{"Image":"tine-busybox","Cmd":["true"],"HostConfig":{"Privileged":true},"HostConfig":{}}' "http://d/containers/create?name=smuggle"`);
+  t.is(r.code, 0, r.stdout + r.stderr);
+  t.is(raw(fork, ['inspect', '--format', '{{.HostConfig.Privileged}}', 'smuggle']).trim(), 'false');
+  raw(fork, ['rm', 'smuggle']);
+});
+
+test.serial('refused: docker update --restart of an inherited container whose bind is a path, not a pin', (t) => {
+  const r = inFork('docker update --restart always grandbind');
+  t.not(r.code, 0);
+  t.regex(r.stderr, /tine: container grandbind: /);
+  t.is(raw(fork, ['inspect', '--format', '{{.HostConfig.RestartPolicy.Name}}', 'grandbind']).trim(), 'no');
+});
+
 test.serial('refused: exec --privileged on a running container; nothing runs', (t) => {
   const r0 = inFork('docker run -d --name sleeper tine-busybox sleep 600');
   t.is(r0.code, 0, r0.stderr);

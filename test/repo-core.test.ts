@@ -28,7 +28,7 @@ function makeTree(name: string): string {
   return dir;
 }
 
-test.serial('repo create --from copies the tree into a grand owned by the sandbox user', (t) => {
+test.serial('repo create --from copies the tree into a grand whose files the sandbox user owns', (t) => {
   const src = makeTree('src-app');
   const r = host.run(['repo', 'create', 'app', '--from', src]);
   t.is(r.code, 0, r.stdout + r.stderr);
@@ -49,7 +49,11 @@ test.serial('repo create --from copies the tree into a grand owned by the sandbo
   t.is(readFileSync(join(d.path, 'a.txt'), 'utf8'), 'alpha\n');
   t.is(readFileSync(join(d.path, 'sub', 'b.bin')).length, 1 << 20);
   t.is(readFileSync(join(d.path, 'link'), 'utf8'), 'alpha\n');
-  t.is(statSync(d.path).uid, 7111);
+  // The root is root's, group the sandbox user's, sticky (it cannot rename away tine's .tine);
+  // everything in it is the sandbox user's.
+  t.is(statSync(d.path).uid, 0);
+  t.is(statSync(d.path).gid, 7111);
+  t.is(statSync(d.path).mode & 0o7777, 0o1770);
   t.is(statSync(join(d.path, 'a.txt')).uid, 7111);
   // It is a real subvolume (inode 256 on btrfs).
   t.is(statSync(d.path).ino, 256);

@@ -3,7 +3,7 @@
 // be shared (exec-root, pidfile, socket, containerd namespace, cgroup parent) is keyed by
 // the repository's network id.
 import { spawn } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, rmSync, rmdirSync, chmodSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, rmSync, rmdirSync, chmodSync, chownSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { request } from 'node:http';
 import { createHash } from 'node:crypto';
@@ -181,6 +181,7 @@ function logTail(p: DaemonPaths, lines = 8): string {
  * between this check and dockerd's start; see the lifecycle report.)
  */
 export function ensureRootOwnedDataRoot(p: DaemonPaths): void {
+  lockRepoRoot(p.repoPath);
   const tineDir = dirname(p.dataRoot);
   for (const [dir, mode] of [[tineDir, 0o755], [p.dataRoot, 0o710]] as const) {
     let st;
@@ -198,6 +199,20 @@ export function ensureRootOwnedDataRoot(p: DaemonPaths): void {
       });
     }
   }
+}
+
+/**
+ * The repository root: root-owned, group = the sandbox user's, mode 1770 (sticky). The sandbox
+ * user creates, renames and deletes its own entries there, but not root's `.tine`: renaming it
+ * away and planting a directory or symlink of its own in its place would redirect root's
+ * writes (identity, pins manifest) and pins (a renamed data-root). Repositories made before
+ * this are brought to it here, before anything of `.tine` is trusted.
+ */
+export function lockRepoRoot(repoPath: string): void {
+  const st = lstatSync(repoPath);
+  if (!st.isDirectory()) throw new TineError('REPO_TAMPERED', EXIT.failure, `${repoPath} is not a directory`);
+  if (st.uid !== 0) chownSync(repoPath, 0, st.gid);
+  if ((st.mode & 0o7777) !== 0o1770) chmodSync(repoPath, 0o1770);
 }
 
 /** Start the repository's dockerd (no-op if it already runs) and wait until it answers. */

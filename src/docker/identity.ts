@@ -84,6 +84,8 @@ export interface RewriteResult {
   /** Restart policies set aside until the container passed the endpoint's rules (a new
    *  identity: containers inherited from elsewhere, which dockerd would start by itself). */
   suspendedRestarts: { id: string; policy: { Name: string; MaximumRetryCount?: number } }[];
+  /** The containers come from another identity (a fork's first up). */
+  inherited?: boolean;
 }
 
 /**
@@ -99,6 +101,7 @@ export function rewriteContainers(dataRoot: string, from: RepoIdentity | null, t
   // against the Docker endpoint's rules: for containers that come from another identity (a
   // fork's, made in its parent, possibly as root) the policy waits until they passed.
   const inherited = !from || from.guid !== to.guid;
+  if (inherited) result.inherited = true;
   let onlyHostNetworking = true;
   for (const id of readdirSync(dir)) {
     const configFile = join(dir, id, 'config.v2.json');

@@ -81,13 +81,33 @@ function ensurePinsDir(config: Pick<HostConfig, 'runDir'>, networkId: number): s
 export function pinSource(config: Pick<HostConfig, 'runDir'>, repoPath: string, networkId: number, source: string): string | null {
   const r = resolveInside(source, [repoPath]);
   if (!r.inside) return null;
+  // This second resolution may follow a symlink swapped in since the check: what it found
+  // must pass the check's rules again (never the root, never .tine), and pinBeneath then
+  // walks exactly this path with O_NOFOLLOW.
   const rel = relative(repoPath, r.path);
+  refusePinPath(rel);
+  const manifest = readPinManifest(repoPath);
+  if (Object.keys(manifest).length >= MAX_PINS) {
+    throw Object.assign(new Error(`this repository already has ${MAX_PINS} pinned bind sources; stop and start it (repo down, repo up) to drop the unused ones`), { code: 'EMFILE' });
+  }
   const dir = ensurePinsDir(config, networkId);
   const name = `p-${randomBytes(8).toString('hex')}`;
   const owner = lstatSync(repoPath);
   loadNative().pinBeneath(repoPath, rel, join(dir, name), { uid: owner.uid, gid: owner.gid });
-  writePinManifest(repoPath, { ...readPinManifest(repoPath), [name]: rel });
+  writePinManifest(repoPath, { ...manifest, [name]: rel });
   return join(dir, name);
+}
+
+/** Pins per repository at most: each is a mount in the host's mount namespace. */
+export const MAX_PINS = 512;
+/** Bind sources per request at most. */
+export const MAX_PINS_PER_REQUEST = 32;
+
+/** A pinned path is never the repository root or anything of its root-owned `.tine`. */
+function refusePinPath(rel: string): void {
+  if (rel === '' || rel === '.' || rel.startsWith('/') || rel.split('/').some((c) => c === '..') || rel === '.tine' || rel.startsWith('.tine/')) {
+    throw Object.assign(new Error(`bind source ${rel || '(the repository root)'} is the repository root, .tine or outside it`), { code: 'EPERM' });
+  }
 }
 
 /** Unmount every pin of this repository and remove the empty targets (never recursively:
@@ -125,7 +145,7 @@ export function remakePins(config: Pick<HostConfig, 'runDir'>, repoPath: string,
   const native = loadNative();
   for (const [name, rel] of Object.entries(pins)) {
     try {
-      if (rel.startsWith('/')) throw new Error('not a repository-relative path');
+      refusePinPath(rel);
       native.pinBeneath(repoPath, rel, join(dir, name));
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
@@ -160,7 +180,13 @@ function pinVolumeOptions(opts: unknown, pin: (s: string) => string | null): voi
  */
 export function pinRequestBody(path: string, body: Record<string, any>, pin: (source: string) => string | null): boolean {
   let changed = false;
-  const pinOnce = (s: string) => { const p = pin(s); if (p) changed = true; return p; };
+  let count = 0;
+  const pinOnce = (s: string) => {
+    if (++count > MAX_PINS_PER_REQUEST) throw Object.assign(new Error(`more than ${MAX_PINS_PER_REQUEST} bind sources in one request`), { code: 'E2BIG' });
+    const p = pin(s);
+    if (p) changed = true;
+    return p;
+  };
   if (path === '/volumes/create') {
     pinVolumeOptions(body.DriverOpts, pinOnce);
     return changed;

@@ -25,6 +25,9 @@ export interface PolicyContext {
   hostNetworkIsRepoNetwork: boolean;
   /** This repository's pins (pins.ts): clones of bind sources the endpoint already checked. */
   pinsDir?: string;
+  /** A mount is about to be made (start, restart, a restart policy given back): bind sources
+   *  inside the repository must be pins, never paths dockerd would look up again. */
+  pinnedOnly?: boolean;
 }
 
 /** What the raw daemon knows, looked up only when a rule needs it. null = does not exist. */
@@ -219,7 +222,11 @@ async function check(req: ApiRequest, ctx: PolicyContext, lookups: DaemonLookups
       return;
     }
     if (verb === 'update') {
-      checkResources(req.body === undefined ? {} : objectBody(req.body, 'container update'));
+      const body = req.body === undefined ? {} : objectBody(req.body, 'container update');
+      checkResources(body);
+      // A restart policy lets dockerd mount again by itself: only pinned binds may have one.
+      const restart = str(objectOr(body.RestartPolicy, 'RestartPolicy').Name);
+      if (restart && restart !== 'no' && ctx.pinsDir) await checkExistingContainer(id, { ...ctx, pinnedOnly: true }, lookups);
       return;
     }
     // start / restart: a container's config is otherwise only checked at create, and a fork
@@ -227,7 +234,7 @@ async function check(req: ApiRequest, ctx: PolicyContext, lookups: DaemonLookups
     if (req.body !== undefined && req.body !== null && !(isObject(req.body) && Object.keys(req.body).length === 0)) {
       refuse('a host config at start', 'settings at start bypass the checks made at create', 'give every setting to docker create / docker run');
     }
-    await checkExistingContainer(id, ctx, lookups);
+    await checkExistingContainer(id, ctx.pinsDir ? { ...ctx, pinnedOnly: true } : ctx, lookups);
   }
 }
 
@@ -418,6 +425,9 @@ function checkBindSource(source: string, ctx: PolicyContext, what: string): void
   if (!r.inside) refuse(what, `its source ${r.path === source ? source : `${source} (resolves to ${r.path})`} is outside the repository ${ctx.repoPath}`, `bind a directory under ${ctx.repoPath}, or use a named volume`);
   if (r.path === ctx.repoPath || under(r.path, join(ctx.repoPath, '.tine'))) {
     refuse(what, 'the repository root holds the Docker data-root (.tine), which the daemon runs as root', `bind a subdirectory of ${ctx.repoPath} instead (e.g. ${ctx.repoPath}/app)`);
+  }
+  if (ctx.pinnedOnly && under(r.path, ctx.repoPath)) {
+    refuse(what, 'its source is a path inside the repository, not a pin: the container was made past this endpoint (as root, or before pins), and dockerd would look the path up again at the mount, where a symlink may now stand', 'recreate the container through this endpoint (docker rm, then docker run) so its bind is pinned');
   }
 }
 

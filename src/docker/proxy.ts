@@ -235,6 +235,10 @@ function serveConnection(client: Socket, rawSocket: string, ctx: PolicyContext, 
       respond(client, decision.status, decision.message);
       return;
     }
+    // dockerd gets exactly what was checked: the body as parsed, written again. Go's decoder
+    // merges a repeated key's objects ({"HostConfig":{…},"HostConfig":{}}) where JSON.parse
+    // keeps only the last, so the original bytes could say more than the policy saw.
+    if (checked && parsed !== undefined) bodyBytes = Buffer.from(JSON.stringify(canonicalKeys(parsed)), 'utf8');
     // The decision sticks: bind sources inside the repository become pins of the inodes
     // just checked, so a symlink swapped in later cannot redirect a (re)start's mount.
     const api = stripVersion(path);

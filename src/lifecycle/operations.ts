@@ -123,7 +123,9 @@ async function bringUp(ctx: OpContext, row: RepoRow): Promise<UpResult> {
       const delivered = await deliverSecrets(ctx, record);
       undo.push('withdraw secrets', () => withdrawSecrets(ctx, record));
       await ctx.timeline.step('containers', 'Containers started', async () => {
-        const policy = policyContext(ctx.config, row.path, p);
+        // Inherited containers (made in the parent, possibly as root): their binds must be
+        // pins before dockerd mounts them here, where the agent owns the files.
+        const policy = { ...policyContext(ctx.config, row.path, p), pinnedOnly: Boolean(wereRunning.inherited) };
         // Restart policies set aside by the rewrite come back only for containers that pass.
         for (const { id, policy: restart } of wereRunning.suspendedRestarts) {
           const d = await decideContainerStart(id, policy, rawLookups(p.rawSocket));

@@ -3,7 +3,7 @@
 import { removeRepoNetwork, networkConfinement } from '../network/netns.js';
 import { repoAddresses } from './network.js';
 import { randomUUID } from 'node:crypto';
-import { statSync, chownSync } from 'node:fs';
+import { statSync, chownSync, chmodSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { OpContext } from '../ops/context.js';
@@ -114,7 +114,10 @@ export async function createRepo(ctx: OpContext, input: { ref: Ref; from?: strin
       });
       failpoint('create:copied');
     }
-    chownSync(path, ctx.config.sandboxUid, ctx.config.sandboxUid);
+    // Root's, group the sandbox user's, sticky: it works in the root, but cannot rename away
+    // what tine keeps there (.tine). See lockRepoRoot.
+    chownSync(path, 0, ctx.config.sandboxUid);
+    chmodSync(path, 0o1770);
     const row = commit(ctx, guid, intentId);
     undo.clear();
     return toRecord(row, ctx.config);
