@@ -188,6 +188,12 @@ test.serial('allowed: docker run with a bind mount under the repository writes i
   t.is(r2.code, 0, r2.stderr);
 });
 
+test.serial('allowed: an anonymous volume (-v /path) is a volume, not a bind', (t) => {
+  const r = inFork('docker run --rm -v /anon tine-busybox sh -c "echo ok > /anon/f && cat /anon/f"');
+  t.is(r.code, 0, r.stderr);
+  t.is(r.stdout, 'ok\n');
+});
+
 test.serial('allowed: a named volume keeps data between containers', (t) => {
   const r = inFork('docker run --rm -v vol1:/v tine-busybox sh -c "echo kept > /v/x" && docker run --rm --mount type=volume,src=vol1,dst=/v tine-busybox cat /v/x');
   t.is(r.code, 0, r.stderr);

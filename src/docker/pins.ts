@@ -197,7 +197,9 @@ export function pinRequestBody(path: string, body: Record<string, any>, pin: (so
     h.Binds = h.Binds.map((b: unknown) => {
       if (typeof b !== 'string') return b;
       const i = b.indexOf(':');
-      const source = i < 0 ? b : b.slice(0, i);
+      // One part ("/data") is an anonymous volume at that container path, not a bind.
+      if (i < 0) return b;
+      const source = b.slice(0, i);
       if (!source.startsWith('/')) return b;
       const p = pinOnce(source);
       return p ? p + (i < 0 ? '' : b.slice(i)) : b;

@@ -341,6 +341,8 @@ async function checkHostConfig(h: Record<string, any>, ctx: PolicyContext, looku
   if (vd && vd !== 'local') refuse(`--volume-driver ${vd}`, 'only the local driver keeps volumes inside this repository\'s daemon', 'drop --volume-driver');
   for (const b of list(h.Binds, 'Binds')) {
     const spec = str(b);
+    // One part ("/data") is an anonymous volume at that container path, not a bind.
+    if (!spec.includes(':')) continue;
     const source = spec.split(':')[0]!;
     if (source.startsWith('/')) checkBindSource(source, ctx, `-v ${spec}`);
     else if (source) await checkNamedVolume(source, ctx, lookups);
