@@ -55,8 +55,11 @@ test.before(() => {
 
 test.after.always(async () => {
   if (!host) return;
-  await teardownLifecycleHost(host);
-  host.cleanup();
+  try {
+    await teardownLifecycleHost(host);
+  } finally {
+    host.cleanup();
+  }
 });
 
 test.serial('a bind under the repository is rewritten to a pin in the root-only pins dir, recorded in a root-owned manifest', (t) => {

@@ -55,8 +55,11 @@ test.before(() => {
 
 test.after.always(async () => {
   if (!host) return;
-  await teardownLifecycleHost(host);
-  host.cleanup();
+  try {
+    await teardownLifecycleHost(host);
+  } finally {
+    host.cleanup();
+  }
 });
 
 test.serial('repo info shows the filtering endpoint; dockerd listens only on its root-only raw socket', (t) => {

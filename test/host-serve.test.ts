@@ -25,9 +25,16 @@ test.before(async () => {
   serve = await startServe(host);
 });
 test.after.always(async () => {
-  await serve?.stop();
-  bins?.cleanup();
-  host?.cleanup();
+  // Each step even when one before it fails: a test host must never be left mounted.
+  try {
+    await serve?.stop();
+  } finally {
+    try {
+      bins?.cleanup();
+    } finally {
+      host?.cleanup();
+    }
+  }
 });
 
 /** Run the launcher (async: serve's log is read by this process's event loop meanwhile). */

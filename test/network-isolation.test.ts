@@ -79,8 +79,11 @@ test.after.always(async () => {
   spawnSync('ip', ['link', 'del', OUT_IF]);
   spawnSync('ip', ['netns', 'del', OUT_NS]);
   if (!host) return;
-  await teardownLifecycleHost(host);
-  host.cleanup();
+  try {
+    await teardownLifecycleHost(host);
+  } finally {
+    host.cleanup();
+  }
 });
 
 test.serial('each repository runs in its own namespace; info shows its addresses and the active layer', (t) => {
