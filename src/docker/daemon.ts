@@ -6,11 +6,10 @@ import { spawn } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, openSync, closeSync, readFileSync, readdirSync, rmSync, rmdirSync, chmodSync, chownSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { request } from 'node:http';
-import { createHash } from 'node:crypto';
 import type { HostConfig } from '../host/config.js';
 import { mountPoints, run } from '../host/system.js';
 import { TineError, EXIT } from '../errors.js';
-import { hostConfigPath } from '../host/config.js';
+import { hostConfigPath, installTag } from '../host/config.js';
 import { tineHostScript } from '../host/install.js';
 import { ensureRepoNetwork } from '../network/netns.js';
 import { pinsDirOf, remakePins, unmountPins, type PinFailure } from './pins.js';
@@ -59,7 +58,7 @@ export const rawSocketDir = (config: Pick<HostConfig, 'runDir'>) => join(config.
  * gets its own cgroup names, so a forced stop never kills another install's containers.
  */
 export function cgroupPrefix(config: HostConfig): string {
-  return config.runDir === '/run/tine' ? 'tine-' : `tine-${createHash('sha256').update(config.runDir).digest('hex').slice(0, 8)}-`;
+  return config.runDir === '/run/tine' ? 'tine-' : `tine-${installTag(config, 8)}-`;
 }
 
 /** How long dockerd may take to answer /_ping after it was spawned. */
@@ -150,18 +149,29 @@ function helperPids(p: DaemonPaths): number[] {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** One Docker Engine API call over the daemon's socket. */
-export function dockerApi(socket: string, method: string, path: string, timeoutMs = 10_000): Promise<{ status: number; body: string }> {
+/**
+ * One Docker Engine API call over a daemon socket (tine's own calls, and the endpoint's
+ * lookups): an optional JSON body, a bounded answer.
+ */
+export function dockerApi(socket: string, method: string, path: string, timeoutMs = 10_000, opts: { body?: unknown; maxBytes?: number } = {}): Promise<{ status: number; body: string }> {
+  const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+  const maxBytes = opts.maxBytes ?? 64 << 20;
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, method, path, headers: { 'content-type': 'application/json' }, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    const headers: Record<string, string | number> = { 'content-type': 'application/json' };
+    if (payload !== undefined) headers['content-length'] = Buffer.byteLength(payload);
+    const req = request({ socketPath: socket, method, path, headers, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (d: Buffer) => {
+        size += d.length;
+        if (size > maxBytes) req.destroy(new Error(`docker API ${method} ${path}: answer larger than ${maxBytes} bytes`));
+        else chunks.push(d);
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
     });
     req.on('timeout', () => req.destroy(new Error(`docker API ${method} ${path}: timed out`)));
     req.on('error', reject);
-    req.end();
+    req.end(payload);
   });
 }
 
@@ -500,19 +510,9 @@ export async function listContainers(socket: string): Promise<ContainerSummary[]
 }
 
 /** POST /containers/{id}/update with a restart policy (given back after the policy check). */
-export function updateRestartPolicy(socket: string, id: string, policy: { Name: string; MaximumRetryCount?: number }): Promise<void> {
-  const body = JSON.stringify({ RestartPolicy: policy });
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, method: 'POST', path: `/containers/${encodeURIComponent(id)}/update`, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }, timeout: 10_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => (text += d));
-      res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new TineError('DOCKER_API_FAILED', EXIT.failure, `docker: restore the restart policy of ${id.slice(0, 12)}: ${res.statusCode} ${text.trim()}`))));
-    });
-    req.on('timeout', () => req.destroy(new Error('docker API update: timed out')));
-    req.on('error', reject);
-    req.end(body);
-  });
+export async function updateRestartPolicy(socket: string, id: string, policy: { Name: string; MaximumRetryCount?: number }): Promise<void> {
+  const r = await dockerApi(socket, 'POST', `/containers/${encodeURIComponent(id)}/update`, 10_000, { body: { RestartPolicy: policy } });
+  if (r.status !== 200) throw new TineError('DOCKER_API_FAILED', EXIT.failure, `docker: restore the restart policy of ${id.slice(0, 12)}: ${r.status} ${r.body.trim()}`);
 }
 
 export async function startContainer(socket: string, id: string): Promise<void> {

@@ -14,11 +14,11 @@
 // Fail closed: if this process dies, the socket stays and answers nothing; the raw socket
 // is in a root-only directory and is never reachable from the sandbox.
 import { createServer, connect, type Socket } from 'node:net';
-import { chmodSync, chownSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
-import { loadHostConfig } from '../host/config.js';
+import { chmodSync, chownSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadHostConfig, type HostConfig } from '../host/config.js';
 import { openDb } from '../state/db.js';
-import { daemonPaths, daemonPid, type DaemonPaths } from './daemon.js';
+import { daemonPaths, daemonPid, dockerApi, type DaemonPaths } from './daemon.js';
+import { hostNetworkIsRepoNetwork } from '../network/netns.js';
 import { secretsDirOf } from '../secrets/delivery.js';
 import { bodyNeeded, canonicalKeys, decide, isHijackEndpoint, stripVersion, type DaemonLookups, type PolicyContext, type Decision } from './proxy-policy.js';
 import { pinRequestBody, pinSource } from './pins.js';
@@ -28,30 +28,11 @@ const MAX_BODY = 4 * 1024 * 1024;
 const HEAD_TIMEOUT_MS = 60_000;
 
 /** GET through the raw socket, JSON or null on 404. */
-function rawGet(socket: string, path: string): Promise<any | null> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socket, method: 'GET', path, timeout: 10_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (d: Buffer) => {
-        size += d.length;
-        if (size > 16 * MAX_BODY) req.destroy(new Error('answer too large'));
-        else chunks.push(d);
-      });
-      res.on('end', () => {
-        if (res.statusCode === 404) return resolve(null);
-        if (res.statusCode !== 200) return reject(new Error(`docker ${path}: ${res.statusCode}`));
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-        } catch (err) {
-          reject(err as Error);
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`docker ${path}: timed out`)));
-    req.on('error', reject);
-    req.end();
-  });
+async function rawGet(socket: string, path: string): Promise<any | null> {
+  const r = await dockerApi(socket, 'GET', path, 10_000, { maxBytes: 16 * MAX_BODY });
+  if (r.status === 404) return null;
+  if (r.status !== 200) throw new Error(`docker ${path}: ${r.status}`);
+  return JSON.parse(r.body);
 }
 
 export function rawLookups(rawSocket: string): DaemonLookups {
@@ -61,24 +42,15 @@ export function rawLookups(rawSocket: string): DaemonLookups {
   };
 }
 
-/** Does the daemon run in a network namespace other than this process's (the host's)? */
-export function daemonHasOwnNetwork(p: DaemonPaths): boolean {
+export function policyContext(config: Pick<HostConfig, 'runDir' | 'addressBlock'>, repoPath: string, p: DaemonPaths): PolicyContext {
   const pid = daemonPid(p);
-  if (pid === null) return false;
-  try {
-    return readlinkSync(`/proc/${pid}/ns/net`) !== readlinkSync('/proc/self/ns/net');
-  } catch {
-    return false;
-  }
-}
-
-export function policyContext(config: { runDir: string }, repoPath: string, p: DaemonPaths): PolicyContext {
   return {
     repoPath,
     secretsDir: secretsDirOf(config, p.networkId),
     runDir: config.runDir,
     proxySocket: p.socket,
-    hostNetworkIsRepoNetwork: daemonHasOwnNetwork(p),
+    // "host" networking is the repository's own only when dockerd runs in exactly its namespace.
+    hostNetworkIsRepoNetwork: pid !== null && hostNetworkIsRepoNetwork(config, p.networkId, pid),
     pinsDir: p.pinsDir,
   };
 }
