@@ -2,6 +2,7 @@
 // machine use their own locations. File: $TINE_HOST_CONFIG or /etc/tine/host.json.
 import { readFileSync, writeFileSync, renameSync, mkdirSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { z } from 'zod/v3';
 import { TineError, EXIT } from '../errors.js';
 import { addressBlockProblem } from '../repo/network.js';
@@ -43,6 +44,14 @@ export const hostConfigSchema = z.object({
 });
 
 export type HostConfig = z.infer<typeof hostConfigSchema>;
+
+/**
+ * A short tag of this install, from its run dir: for host-wide names (cgroups, network
+ * namespaces, interfaces, nft tables) that two installs on one machine must not share.
+ */
+export function installTag(config: Pick<HostConfig, 'runDir'>, hexDigits: number): string {
+  return createHash('sha256').update(config.runDir).digest('hex').slice(0, hexDigits);
+}
 
 export function hostConfigPath(): string {
   return process.env.TINE_HOST_CONFIG || DEFAULT_CONFIG_PATH;

@@ -24,8 +24,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, rmSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createHash } from 'node:crypto';
-import type { HostConfig } from '../host/config.js';
+import { installTag, type HostConfig } from '../host/config.js';
 import { repoAddresses, repoSubnet, gatewayAddress } from '../repo/network.js';
 import { TineError, EXIT } from '../errors.js';
 
@@ -42,7 +41,7 @@ const TOOL_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 const tags = new Map<string, string>();
 export function networkTag(config: Pick<HostConfig, 'runDir'>): string {
   let tag = tags.get(config.runDir);
-  if (!tag) tags.set(config.runDir, (tag = createHash('sha256').update(config.runDir).digest('hex').slice(0, 4)));
+  if (!tag) tags.set(config.runDir, (tag = installTag(config, 4)));
   return tag;
 }
 
