@@ -12,20 +12,7 @@
 
 #include "common.h"
 
-// The new mount API via syscall(): glibc may lack the wrappers (same constants as
-// native/sandbox/tine-sandbox.c).
-#ifndef OPEN_TREE_CLONE
-#define OPEN_TREE_CLONE 1
-#endif
-#ifndef OPEN_TREE_CLOEXEC
-#define OPEN_TREE_CLOEXEC O_CLOEXEC
-#endif
-#ifndef MOVE_MOUNT_F_EMPTY_PATH
-#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
-#endif
-#ifndef AT_RECURSIVE
-#define AT_RECURSIVE 0x8000
-#endif
+#include "mount-api.h"
 
 namespace tine {
 namespace {

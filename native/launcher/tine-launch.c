@@ -57,10 +57,13 @@ static void find_package_root(void) {
 }
 
 // The slow path: the package's own script under Node, with this process's arguments.
-static void exec_node(const char *script, int argc, char **argv, const char *extra1, const char *extra2, const char *extra3) {
-  char path[PATH_MAX];
-  snprintf(path, sizeof path, "%s/dist/src/bin/%s.js", package_root, script);
-  char **args = calloc((size_t)argc + 6, sizeof *args);
+static void exec_node(const char *script, int argc, char **argv, const char *extra1, const char *extra2) {
+  char path[PATH_MAX + 64];
+  if ((size_t)snprintf(path, sizeof path, "%s/dist/src/bin/%s.js", package_root, script) >= sizeof path) {
+    fprintf(stderr, "tine: package path too long\n");
+    exit(1);
+  }
+  char **args = calloc((size_t)argc + 5, sizeof *args);
   if (!args) die("out of memory");
   int k = 0;
   args[k++] = "node";
@@ -68,7 +71,6 @@ static void exec_node(const char *script, int argc, char **argv, const char *ext
   for (int i = 1; i < argc; i++) args[k++] = argv[i];
   if (extra1) args[k++] = (char *)extra1;
   if (extra2) args[k++] = (char *)extra2;
-  if (extra3) args[k++] = (char *)extra3;
   args[k] = NULL;
   execvp("node", args);
   fprintf(stderr, "tine: cannot run node: %s\n", strerror(errno));
@@ -384,7 +386,7 @@ static void relay_rpc(int argc, char **argv, const char *role) {
     if (mfd < 0 || write_all(mfd, line, n) != 0 || lseek(mfd, 0, SEEK_SET) != 0) die("memfd");
     char fdarg[16];
     snprintf(fdarg, sizeof fdarg, "%d", mfd);
-    exec_node("tine-host", argc, argv, "--request-fd", fdarg, NULL);
+    exec_node("tine-host", argc, argv, "--request-fd", fdarg);
   }
   free(line);
   // Event lines to stdout as they come; the last line, "\0EXIT <code>", is the exit code.
@@ -427,7 +429,7 @@ int main(int argc, char **argv) {
       else if (argc == 4 && !strcmp(argv[2], "--role") && !strcmp(argv[3], "agent")) relay_rpc(argc, argv, "agent");
       else if (argc == 3 && !strcmp(argv[2], "--role=agent")) relay_rpc(argc, argv, "agent");
     }
-    exec_node("tine-host", argc, argv, NULL, NULL, NULL);
+    exec_node("tine-host", argc, argv, NULL, NULL);
   }
   // tine: only root reaches the daemon, and only exec/connect are planned there.
   if (geteuid() == 0) {
@@ -438,6 +440,6 @@ int main(int argc, char **argv) {
       }
     }
   }
-  exec_node("tine", argc, argv, NULL, NULL, NULL);
+  exec_node("tine", argc, argv, NULL, NULL);
   return 127;
 }
