@@ -47,6 +47,9 @@ function launch(bin: 'tine' | 'tine-host', args: string[], opts: { input?: strin
     child.stderr.on('data', (d) => (stderr += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
     child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+    // A launcher that exits before reading its stdin makes the write fail (EPIPE): that is
+    // its business, not a crash of this worker.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }

@@ -121,6 +121,7 @@ export function makeTestHost(opts: { size?: string; setup?: boolean } = {}): Tes
           clearTimeout(timer);
           resolve(toResult({ status, signal, stdout, stderr }));
         });
+        child.stdin.on('error', () => undefined); // EPIPE when it exits before reading
         child.stdin.end(o.input ?? '');
       });
     },
